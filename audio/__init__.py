@@ -1,0 +1,1 @@
+"""Audio: probe, validate, transcode to the distribution format, checksum."""

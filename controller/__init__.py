@@ -1,0 +1,42 @@
+"""The loaxa controller: a Flask app factory and its services."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+from flask import Flask
+from flask_wtf.csrf import CSRFProtect
+
+from controller import config as cfg
+
+logger = logging.getLogger(__name__)
+csrf = CSRFProtect()
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Build the app: defaults, then LOAXA_CONFIG's TOML, then LOAXA_* env, then ``test_config``."""
+    app = Flask(__name__)
+    app.config.from_mapping(cfg.DEFAULTS)
+    if os.environ.get("LOAXA_CONFIG"):
+        app.config.update(cfg.load_file(os.environ["LOAXA_CONFIG"]))
+    app.config.from_prefixed_env("LOAXA")
+    if test_config:
+        app.config.update(test_config)
+    cfg.finalize(app.config)
+    app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
+    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
+    app.config.setdefault("PERMANENT_SESSION_LIFETIME", 8 * 3600)
+
+    from controller import api, db, media, runtime, web
+
+    db.init_app(app)
+    csrf.init_app(app)
+    csrf.exempt(api.bp)  # the API takes credentials in headers only, never cookies
+    app.register_blueprint(api.bp)
+    app.register_blueprint(media.bp)
+    app.register_blueprint(web.bp)
+    app.add_template_filter(lambda s: json.loads(s) if s else {}, "fromjson")
+    runtime.init_app(app)
+    return app

@@ -1,0 +1,181 @@
+"""``loaxa-controller``: run the controller, prepare the database, users, demo, keys, receivers."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from controller.config import ConfigError
+
+logger = logging.getLogger("controller.cli")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("amqtt", "transitions", "apscheduler.executors", "waitress.queue", "alembic.runtime.plugins"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _app(**overrides):
+    from controller import create_app, db
+
+    try:
+        app = create_app(overrides or None)
+    except ConfigError as exc:
+        click.echo(f"configuration error: {exc}", err=True)
+        sys.exit(1)
+    db.upgrade(app.config["DATABASE_URL"])
+    return app
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def main(verbose: bool) -> None:
+    """loaxa controller."""
+    _setup_logging(verbose)
+
+
+@main.command()
+@click.option("--host", default=None, help="Listen address (LOAXA_HTTP_HOST, default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Listen port (LOAXA_HTTP_PORT, default 8080).")
+@click.option("--demo", is_flag=True, help="Seed the demo district and run its six receivers in process.")
+def run(host: str | None, port: int | None, demo: bool) -> None:
+    """Serve the web UI and API, with the broker link, telemetry and scheduler."""
+    from waitress import create_server
+
+    overrides = {k: v for k, v in (("HTTP_HOST", host), ("HTTP_PORT", port)) if v is not None}
+    app = _app(**overrides)
+    svc = app.extensions["loaxa.services"]
+    simulator = None
+    server = create_server(app, host=app.config["HTTP_HOST"], port=int(app.config["HTTP_PORT"]), threads=8)
+    svc.start()
+    try:
+        if demo:
+            simulator = _start_demo(app, svc)
+        click.echo(f"\n  loaxa controller: {app.config['PUBLIC_URL']}/   (broker {svc.mqtt_url})\n", err=True)
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        server.run()
+    except KeyboardInterrupt:
+        logger.info("stopping")
+    finally:
+        server.close()
+        if simulator is not None:
+            simulator.stop()
+        svc.stop()
+
+
+def _start_demo(app, svc):
+    from controller import demo
+    from receiver.config import load_config
+    from receiver.sim import Simulator
+
+    seeded = demo.seed(app)
+    svc.dispatcher.publish_everything()
+    var = Path(app.config["VAR_DIR"])
+    paths = demo.receiver_configs(app, svc.mqtt_url, seeded["tokens"], var / "demo-receivers")
+    simulator = Simulator([load_config(p) for p in paths])
+    simulator.start()
+    if seeded["admin_password"]:
+        (var / "demo-admin.txt").write_text(f"admin {seeded['admin_password']}\n")
+        (var / "demo-admin.txt").chmod(0o600)
+    login = (var / "demo-admin.txt").read_text().split() if (var / "demo-admin.txt").exists() else ["admin", "?"]
+    click.echo(f"\n  Demo: 1 province, 1 district, 2 communes, {len(paths)} simulated receivers "
+               f"(file sink under {var / 'demo-receivers'}).\n"
+               f"  Log in as: {login[0]} / {login[1]}\n", err=True)
+    return simulator
+
+
+@main.command("init-db")
+def init_db() -> None:
+    """Create or upgrade the database schema (Alembic)."""
+    app = _app()
+    click.echo(f"database ready: {app.config['DATABASE_URL'].split('@')[-1]}")
+
+
+@main.command("create-user")
+@click.argument("username")
+@click.option("--role", type=click.Choice(["viewer", "operator", "approver", "manager", "admin"]), default="operator")
+@click.option("--area", default=None, help="Area subtree the user is limited to (empty: everything).")
+@click.password_option()
+def create_user(username: str, role: str, area: str | None, password: str) -> None:
+    """Add a user (the password is asked twice)."""
+    from sqlalchemy import select
+
+    from controller import auth
+    from controller.db import session_scope
+    from controller.models import Area, User
+    from schedules.events import now_ms
+
+    app = _app()
+    if len(password) < 8:
+        raise click.UsageError("the password needs at least 8 characters")
+    with session_scope(app) as db:
+        if area and db.get(Area, area) is None:
+            raise click.UsageError(f"no area {area!r}")
+        if db.scalars(select(User).where(User.username == username)).first():
+            raise click.UsageError(f"user {username!r} exists")
+        db.add(User(username=username, password_hash=auth.hash_password(password), role=role, area_id=area,
+                    created_ms=now_ms()))
+    click.echo(f"user {username} ({role}, area {area or 'all'}) created")
+
+
+@main.command()
+@click.option("--admin-password", default=None, help="Password for the demo admin (default: random).")
+def demo(admin_password: str | None) -> None:
+    """Seed the demo district (areas, receivers, admin, bulletin) without running anything."""
+    from controller import demo as demo_mod
+
+    app = _app()
+    seeded = demo_mod.seed(app, admin_password)
+    if seeded["admin_password"]:
+        click.echo(f"admin password: {seeded['admin_password']}")
+    click.echo(f"demo ready: {len(seeded['tokens'])} receivers")
+
+
+@main.command()
+def keys() -> None:
+    """Print the controller's public signing key (creating the key pair on first use)."""
+    from controller import keys as keys_mod
+
+    app = _app()
+    click.echo(keys_mod.public_text(app.extensions["loaxa.services"].key))
+
+
+@main.command()
+@click.argument("rx_id")
+@click.option("--area", required=True, help="Area the receiver belongs to.")
+@click.option("--name", default=None)
+@click.option("--mqtt-url", required=True, help="Broker URL the receiver connects to.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Where to write the receiver's TOML config.")
+@click.option("--state-dir", default="/var/lib/loaxa-receiver")
+@click.option("--sink", type=click.Choice(["file", "null"]), default="null")
+def provision(rx_id: str, area: str, name: str | None, mqtt_url: str, out: Path, state_dir: str, sink: str) -> None:
+    """Register a receiver (or re-issue its token) and write its config file."""
+    from controller import auth
+    from controller import keys as keys_mod
+    from controller.db import session_scope
+    from controller.models import Area, Receiver
+    from controller.services.provisioning import write_receiver_config
+    from schedules.events import now_ms
+
+    app = _app()
+    token = auth.new_token()
+    with session_scope(app) as db:
+        if db.get(Area, area) is None:
+            raise click.UsageError(f"no area {area!r}")
+        rx = db.get(Receiver, rx_id)
+        if rx is None:
+            db.add(Receiver(id=rx_id, area_id=area, name=name or rx_id, token_hash=auth.token_hash(token),
+                            created_ms=now_ms()))
+        else:
+            rx.area_id, rx.token_hash = area, auth.token_hash(token)
+    public = keys_mod.public_text(app.extensions["loaxa.services"].key)
+    write_receiver_config(out, rx_id=rx_id, mqtt_url=mqtt_url, public_key=public,
+                          media_base_url=app.config["PUBLIC_URL"], token=token, state_dir=state_dir, sink=sink)
+    click.echo(f"receiver {rx_id} provisioned; config written to {out}")

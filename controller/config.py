@@ -1,0 +1,98 @@
+"""Controller configuration: defaults, then a TOML file named by LOAXA_CONFIG,
+then ``LOAXA_*`` environment variables, then the test config.
+
+Every default suits one machine, so ``make run`` needs none.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from pathlib import Path
+from typing import Any
+
+DEFAULTS: dict[str, Any] = {
+    "VAR_DIR": "var",
+    "DATABASE_URL": None,  # default: sqlite:///<VAR_DIR>/loaxa.db
+    "MEDIA_DIR": None,  # default: <VAR_DIR>/media
+    "SIGNING_KEY_FILE": None,  # default: <VAR_DIR>/keys/signing.pem
+    "MQTT_URL": None,  # default: an embedded broker on a free port
+    "MQTT_CLIENT_ID": "loaxa-controller",
+    "HTTP_HOST": "127.0.0.1",
+    "HTTP_PORT": 8080,
+    "PUBLIC_URL": None,  # base URL receivers download media from
+    "MAX_UPLOAD_BYTES": 200 * 1024 * 1024,
+    "MAX_DURATION_S": 3 * 3600,
+    "AUDIO_BITRATE": "48k",
+    "AUDIO_WORKERS": 2,
+    "TIMEZONE": "Asia/Ho_Chi_Minh",
+    "START_SERVICES": True,  # MQTT link, telemetry and scheduler; off for pure unit tests
+    "MANIFEST_REFRESH_S": 600,
+}
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says which setting and why."""
+
+
+def finalize(config: dict[str, Any]) -> None:
+    """Fill the derived defaults and check the values, in place."""
+    var = Path(config["VAR_DIR"]).resolve()
+    config["VAR_DIR"] = str(var)
+    config["DATABASE_URL"] = config.get("DATABASE_URL") or f"sqlite:///{var / 'loaxa.db'}"
+    config["MEDIA_DIR"] = str(Path(config.get("MEDIA_DIR") or var / "media").resolve())
+    config["SIGNING_KEY_FILE"] = str(Path(config.get("SIGNING_KEY_FILE") or var / "keys" / "signing.pem"))
+    if not config.get("PUBLIC_URL"):
+        config["PUBLIC_URL"] = f"http://{config['HTTP_HOST']}:{config['HTTP_PORT']}"
+    config["MAX_CONTENT_LENGTH"] = int(config["MAX_UPLOAD_BYTES"]) + 1024 * 1024
+    errors = []
+    for key in ("HTTP_PORT", "MAX_UPLOAD_BYTES", "MAX_DURATION_S", "AUDIO_WORKERS", "MANIFEST_REFRESH_S"):
+        try:
+            if int(config[key]) <= 0:
+                errors.append(f"{key} must be positive")
+        except (TypeError, ValueError):
+            errors.append(f"{key} must be an integer, not {config[key]!r}")
+    url = config.get("MQTT_URL")
+    if url and not str(url).startswith(("mqtt://", "mqtts://")):
+        errors.append("MQTT_URL must start with mqtt:// or mqtts://")
+    if errors:
+        raise ConfigError("; ".join(errors))
+    if not config.get("SECRET_KEY"):
+        config["SECRET_KEY"] = _persistent_secret(var / "secret_key")
+
+
+def load_file(path: str) -> dict[str, Any]:
+    """Read the optional TOML file; keys are upper-cased to match Flask's config."""
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"LOAXA_CONFIG={path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"LOAXA_CONFIG={path}: {exc}") from exc
+    return {k.upper(): v for k, v in data.items()}
+
+
+def redacted(config: dict[str, Any]) -> dict[str, Any]:
+    """A copy safe to log: secrets and passwords in URLs hidden."""
+    out = {}
+    for key in DEFAULTS:
+        value = config.get(key)
+        if isinstance(value, str) and "://" in value and "@" in value:
+            scheme, rest = value.split("://", 1)
+            value = f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+        out[key] = value
+    return out
+
+
+def _persistent_secret(path: Path) -> str:
+    """A session secret generated once and kept under var/ so logins survive restarts."""
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_hex(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value)
+    return value

@@ -1,0 +1,1 @@
+"""Controller services: catalogue, programme, dispatch, telemetry."""

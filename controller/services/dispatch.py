@@ -1,0 +1,177 @@
+"""Dispatch: build, sign, version and publish manifests and receiver configs.
+
+Publishing is idempotent: a message whose content has not changed since the
+last version is not re-sent; a changed one gets the next version number and
+is published retained with QoS 1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from flask import Flask
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from controller.db import session_scope
+from controller.models import Area, ProgrammeItem, Publication, Receiver
+from controller.services import areas
+from schedules import planner, signing, topics
+from schedules.conf import ReceiverConf
+from schedules.events import now_ms
+from schedules.manifest import WINDOW_MS, Item, MediaRef
+
+logger = logging.getLogger(__name__)
+
+
+class Dispatcher:
+    """Publishes what the database says each scope and receiver should hold."""
+
+    def __init__(self, app: Flask, key: Ed25519PrivateKey, publish):
+        self.app = app
+        self.key = key
+        self._publish = publish  # callable(topic, payload: bytes, retain: bool)
+        self._lock = threading.Lock()
+
+    def area_manifest(self, db: Session, area_id: str, now: int, out: list) -> int | None:
+        """Version the area's manifest if its content changed; the message is appended to ``out``."""
+        scope = topics.area_scope(area_id)
+        items = [
+            _to_item(p)
+            for p in db.scalars(
+                select(ProgrammeItem).where(
+                    ProgrammeItem.area_id == area_id,
+                    ProgrammeItem.status == "approved",
+                    ProgrammeItem.start_ms < now + WINDOW_MS,
+                    ProgrammeItem.start_ms + ProgrammeItem.duration_ms > now,
+                )
+            )
+            if p.bulletin.media is not None
+        ]
+        manifest = planner.plan_scope(scope, items, now)
+        return self._version(db, "manifest", scope, manifest.content_hash(),
+                             lambda version: _with_version(manifest, version).to_body(), out)
+
+    def receiver_conf(self, db: Session, rx: Receiver, out: list) -> int | None:
+        """Version a receiver's signed conf (its scopes) if it changed; the message is appended to ``out``."""
+        scopes = areas.receiver_scopes(db, rx.id, rx.area_id)
+        probe = ReceiverConf(rx=rx.id, version=1, scopes=scopes)
+        content = hashlib.sha256(signing.canonical_json({"scopes": scopes, "volume": probe.volume})).hexdigest()
+        return self._version(db, "conf", topics.rx_scope(rx.id), content,
+                             lambda version: ReceiverConf(rx.id, version, scopes).to_body(), out)
+
+    def publish_everything(self, now: int | None = None) -> int:
+        """Publish every area's manifest and every receiver's conf that changed; returns how many."""
+        now = now_ms() if now is None else now
+        out: list[tuple[str, bytes]] = []
+        with self._lock:
+            with session_scope(self.app) as db:
+                for rx in db.scalars(select(Receiver)):
+                    self.receiver_conf(db, rx, out)
+                for area in db.scalars(select(Area)):
+                    self.area_manifest(db, area.id, now, out)
+            self._send(out)
+        return len(out)
+
+    def publish_areas(self, area_ids: list[str]) -> int:
+        """Publish the given areas' manifests if they changed (after a programme change)."""
+        out: list[tuple[str, bytes]] = []
+        with self._lock:
+            with session_scope(self.app) as db:
+                for area_id in area_ids:
+                    self.area_manifest(db, area_id, now_ms(), out)
+            self._send(out)
+        return len(out)
+
+    def publish_receiver(self, rx_id: str) -> int:
+        """Publish one receiver's conf if it changed (after provisioning or a move)."""
+        out: list[tuple[str, bytes]] = []
+        with self._lock:
+            with session_scope(self.app) as db:
+                rx = db.get(Receiver, rx_id)
+                if rx is not None:
+                    self.receiver_conf(db, rx, out)
+            self._send(out)
+        return len(out)
+
+    def _send(self, out: list[tuple[str, bytes]]) -> None:
+        # Only after the versions are committed: a message on the wire always has its row.
+        for topic, payload in out:
+            self._publish(topic, payload, True)
+
+    def republish_latest(self) -> int:
+        """Send the newest stored version of every retained message again, unchanged.
+
+        Needed after the embedded broker started empty; receivers treat an
+        equal version as a no-op.
+        """
+        count = 0
+        with session_scope(self.app) as db:
+            latest = (
+                select(Publication.kind, Publication.scope, func.max(Publication.version).label("v"))
+                .group_by(Publication.kind, Publication.scope)
+                .subquery()
+            )
+            rows = db.execute(
+                select(Publication).join(
+                    latest,
+                    (Publication.kind == latest.c.kind)
+                    & (Publication.scope == latest.c.scope)
+                    & (Publication.version == latest.c.v),
+                )
+            ).scalars()
+            for pub in rows:
+                self._publish(_topic(pub.kind, pub.scope), pub.payload.encode("utf-8"), True)
+                count += 1
+        return count
+
+    def _version(self, db: Session, kind: str, scope: str, content_hash: str, make_body, out: list) -> int | None:
+        last = db.scalars(
+            select(Publication)
+            .where(Publication.kind == kind, Publication.scope == scope)
+            .order_by(Publication.version.desc())
+            .limit(1)
+        ).first()
+        if last is not None and last.content_hash == content_hash:
+            return None
+        version = 1 if last is None else last.version + 1
+        payload = signing.sign(self.key, make_body(version))
+        db.add(Publication(kind=kind, scope=scope, version=version, content_hash=content_hash,
+                           payload=payload.decode("utf-8"), created_ms=now_ms()))
+        db.flush()
+        out.append((_topic(kind, scope), payload))
+        logger.info("versioned %s %s as %d", kind, scope, version)
+        return version
+
+
+def _topic(kind: str, scope: str) -> str:
+    if kind == "conf":
+        return topics.conf(scope.removeprefix("rx/"))
+    return topics.sched(scope)
+
+
+def _with_version(manifest, version: int):
+    manifest.version = version
+    return manifest
+
+
+def item_wire_id(item: ProgrammeItem) -> str:
+    """The id a programme item carries in manifests and playback events."""
+    return f"pi-{item.id}"
+
+
+def _to_item(p: ProgrammeItem) -> Item:
+    media = p.bulletin.media
+    assert media is not None
+    return Item(
+        id=item_wire_id(p),
+        title=p.bulletin.title,
+        start_ms=p.start_ms,
+        duration_ms=p.duration_ms,
+        priority=p.priority,
+        media=MediaRef(sha256=media.sha256, path=f"/media/{media.sha256}.{media.format}", bytes=media.bytes,
+                       duration_ms=media.duration_ms, format=media.format),
+    )

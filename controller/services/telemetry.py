@@ -1,0 +1,134 @@
+"""Telemetry: presence, heartbeats and events from receivers into the database.
+
+The paho thread only enqueues; one ingest thread writes. Events are stored
+idempotently by their uuid, so a receiver's outbox may resend freely.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+
+from flask import Flask
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from controller.db import session_scope
+from controller.models import Event, Fault, Receiver
+from schedules import events, topics
+from schedules.events import now_ms
+
+logger = logging.getLogger(__name__)
+
+SUBSCRIPTIONS = [
+    (f"{topics.PREFIX}/rx/+/status", 1),
+    (f"{topics.PREFIX}/rx/+/hb", 0),
+    (f"{topics.PREFIX}/rx/+/events", 1),
+]
+MAX_PAYLOAD = 64 * 1024
+
+
+class Telemetry:
+    """Receives rx/* messages and writes them with one background thread."""
+
+    def __init__(self, app: Flask):
+        self.app = app
+        self._queue: queue.Queue[tuple[str, bytes] | None] = queue.Queue(maxsize=100_000)
+        self._thread = threading.Thread(target=self._run, name="telemetry-ingest", daemon=True)
+        self.ingested = 0
+
+    def start(self) -> None:
+        """Start the ingest thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Drain and stop the ingest thread (a no-op when it never started)."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(10)
+
+    def on_message(self, topic: str, payload: bytes) -> None:
+        """Called from the MQTT thread: enqueue only."""
+        try:
+            self._queue.put_nowait((topic, payload))
+        except queue.Full:
+            logger.error("telemetry queue full; dropping a message on %s", topic)
+
+    def _run(self) -> None:
+        while True:
+            msg = self._queue.get()
+            if msg is None:
+                return
+            try:
+                self.handle(*msg)
+            except Exception:  # noqa: BLE001 - one bad message must not stop ingestion
+                logger.exception("could not ingest a message on %s", msg[0])
+
+    def handle(self, topic: str, payload: bytes) -> None:
+        """Write one message to the database (synchronously)."""
+        parsed = topics.parse_rx_topic(topic)
+        if parsed is None:
+            logger.debug("ignoring message on %s", topic)
+            return
+        rx_id, kind = parsed
+        if len(payload) > MAX_PAYLOAD:
+            logger.warning("rx=%s sent a %d-byte %s; dropped", rx_id, len(payload), kind)
+            return
+        with session_scope(self.app) as db:
+            rx = db.get(Receiver, rx_id)
+            if rx is None:
+                logger.warning("message from unknown receiver rx=%s on %s; dropped", rx_id, topic)
+                return
+            now = now_ms()
+            if kind == "status":
+                rx.online = payload.strip() == b"online"
+                rx.last_seen_ms = now
+                logger.info("rx=%s is %s", rx_id, "online" if rx.online else "offline")
+            elif kind == "hb":
+                try:
+                    hb = json.loads(payload.decode("utf-8"))
+                except (UnicodeDecodeError, json.JSONDecodeError):
+                    logger.warning("rx=%s sent a heartbeat that is not JSON", rx_id)
+                    return
+                rx.last_hb = json.dumps(hb, ensure_ascii=False)
+                rx.last_seen_ms = now
+                rx.online = True
+            else:
+                self._event(db, rx, payload, now)
+        self.ingested += 1
+
+    def _event(self, db, rx: Receiver, payload: bytes, now: int) -> None:
+        try:
+            ev = events.decode(payload)
+        except ValueError as exc:
+            logger.warning("rx=%s sent a malformed event: %s", rx.id, exc)
+            return
+        if ev["rx"] != rx.id:
+            logger.warning("rx=%s sent an event claiming rx=%s; dropped", rx.id, ev["rx"])
+            return
+        if db.get(Event, ev["id"]) is not None:
+            logger.debug("rx=%s event %s already ingested", rx.id, ev["id"])
+            return
+        rx.last_seen_ms = now
+        db.add(Event(id=ev["id"], rx_id=rx.id, ts_ms=int(ev["ts"]), type=ev["type"],
+                     item_id=str(ev["item_id"])[:80] if ev.get("item_id") else None,
+                     body=json.dumps(ev, ensure_ascii=False), received_ms=now))
+        if ev["type"] == events.FAULT_RAISED:
+            code = str(ev.get("fault", "unknown"))[:60]
+            open_fault = db.scalars(select(Fault).where(Fault.rx_id == rx.id, Fault.code == code,
+                                                        Fault.cleared_ms.is_(None))).first()
+            if open_fault is None:
+                db.add(Fault(rx_id=rx.id, code=code, detail=str(ev.get("reason", ""))[:2000], raised_ms=int(ev["ts"])))
+        elif ev["type"] == events.FAULT_CLEARED:
+            code = str(ev.get("fault", "unknown"))[:60]
+            for fault in db.scalars(select(Fault).where(Fault.rx_id == rx.id, Fault.code == code,
+                                                        Fault.cleared_ms.is_(None))):
+                fault.cleared_ms = int(ev["ts"])
+        try:
+            db.flush()
+        except IntegrityError:
+            # Another path stored the same id between our check and the insert.
+            db.rollback()
+        logger.info("rx=%s event %s %s item=%s", rx.id, ev["type"], ev["id"], ev.get("item_id"))

@@ -1,0 +1,117 @@
+"""HTML pages in Vietnamese: login, overview of receivers and programme, one receiver."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from flask import Blueprint, abort, current_app, redirect, render_template, request, session, url_for
+from sqlalchemy import func, select
+
+from controller import auth
+from controller.db import get_db
+from controller.models import Area, Event, ProgrammeItem, Receiver
+from controller.services import areas
+from controller.services.dispatch import item_wire_id
+from schedules.events import now_ms
+
+bp = Blueprint("web", __name__)
+
+STALE_MS = 90_000  # three missed heartbeats
+
+
+def local_time(ms: int | None, fmt: str = "%d/%m/%Y %H:%M:%S") -> str:
+    """Epoch ms -> local time text (dd/mm/yyyy, 24 h)."""
+    if ms is None:
+        return "—"
+    tz = ZoneInfo(current_app.config["TIMEZONE"])
+    return datetime.fromtimestamp(ms / 1000, tz).strftime(fmt)
+
+
+def _login_required():
+    principal = auth.web_principal()
+    if principal is None:
+        abort(redirect(url_for("web.login", next=request.path)))
+    return principal
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    """Log in with username and password (CSRF-protected form)."""
+    error = None
+    if request.method == "POST":
+        principal = auth.authenticate(get_db(), request.form.get("username", ""), request.form.get("password", ""))
+        if principal is None:
+            error = "Sai tên đăng nhập hoặc mật khẩu."
+            time.sleep(0.5)
+        else:
+            session.clear()
+            user_hash = get_db().get(auth.User, principal.id).password_hash
+            session["uid"] = principal.id
+            session["pw"] = user_hash[-16:]
+            target = request.args.get("next", "")
+            return redirect(target if target.startswith("/") and not target.startswith("//") else url_for("web.overview"))
+    return render_template("login.html", error=error), (401 if error else 200)
+
+
+@bp.post("/logout")
+def logout():
+    """End the browser session."""
+    session.clear()
+    return redirect(url_for("web.login"))
+
+
+@bp.get("/")
+def overview():
+    """Receivers online/offline and the programme with what played."""
+    principal = _login_required()
+    db = get_db()
+    visible = areas.subtree_ids(db, principal.area_id)
+    now = now_ms()
+    receivers = db.scalars(select(Receiver).where(Receiver.area_id.in_(visible)).order_by(Receiver.area_id, Receiver.id)).all()
+    items = db.scalars(select(ProgrammeItem).where(ProgrammeItem.area_id.in_(visible),
+                                                   ProgrammeItem.start_ms > now - 24 * 3600_000)
+                       .order_by(ProgrammeItem.start_ms).limit(200)).all()
+    played = dict(db.execute(
+        select(Event.item_id, func.count(func.distinct(Event.rx_id)))
+        .where(Event.type == "playback.finished", Event.item_id.in_([item_wire_id(i) for i in items]))
+        .group_by(Event.item_id)).all())
+    area_names = {a.id: a.name for a in db.scalars(select(Area).where(Area.id.in_(visible)))}
+    rx_per_area: dict[str, int] = {}
+    for rx in receivers:
+        for a in areas.ancestors(db, rx.area_id):
+            rx_per_area[a.id] = rx_per_area.get(a.id, 0) + 1
+    rows = [{"item": i, "wire": item_wire_id(i), "played": played.get(item_wire_id(i), 0),
+             "expected": rx_per_area.get(i.area_id, 0), "state": _item_state(i, now)} for i in items]
+    online = sum(1 for r in receivers if _is_online(r, now))
+    return render_template("overview.html", principal=principal, receivers=receivers, rows=rows,
+                           area_names=area_names, online=online, now=now, is_online=_is_online,
+                           local_time=local_time)
+
+
+@bp.get("/receivers/<rx_id>")
+def receiver_page(rx_id: str):
+    """One receiver: status, heartbeat and its recent events."""
+    principal = _login_required()
+    db = get_db()
+    rx = db.get(Receiver, rx_id)
+    if rx is None or not principal.may_touch(db, rx.area_id):
+        abort(404)
+    evs = db.scalars(select(Event).where(Event.rx_id == rx.id).order_by(Event.ts_ms.desc()).limit(100)).all()
+    return render_template("receiver.html", principal=principal, rx=rx, now=now_ms(), is_online=_is_online,
+                           hb=json.loads(rx.last_hb) if rx.last_hb else None,
+                           events=[(e, json.loads(e.body)) for e in evs], local_time=local_time)
+
+
+def _is_online(rx: Receiver, now: int) -> bool:
+    return bool(rx.online and rx.last_seen_ms and now - rx.last_seen_ms < STALE_MS)
+
+
+def _item_state(item: ProgrammeItem, now: int) -> str:
+    if now < item.start_ms:
+        return "scheduled"
+    if now < item.start_ms + item.duration_ms:
+        return "playing"
+    return "done"

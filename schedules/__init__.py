@@ -1,0 +1,1 @@
+"""The programme model and the wire format shared by controller and receiver."""

@@ -1,0 +1,70 @@
+"""Events a receiver reports on ``rx/<rx>/events`` (QoS 1, ids for idempotency)."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+from schedules.topics import PROTOCOL_VERSION
+
+PLAYBACK_STARTED = "playback.started"
+PLAYBACK_FINISHED = "playback.finished"
+PLAYBACK_FAILED = "playback.failed"
+FAULT_RAISED = "fault.raised"
+FAULT_CLEARED = "fault.cleared"
+MANIFEST_ACCEPTED = "manifest.accepted"
+MANIFEST_REFUSED = "manifest.refused"
+CONF_ACCEPTED = "conf.accepted"
+COMMAND_ACK = "command.ack"
+
+TYPES = frozenset(
+    {
+        PLAYBACK_STARTED,
+        PLAYBACK_FINISHED,
+        PLAYBACK_FAILED,
+        FAULT_RAISED,
+        FAULT_CLEARED,
+        MANIFEST_ACCEPTED,
+        MANIFEST_REFUSED,
+        CONF_ACCEPTED,
+        COMMAND_ACK,
+    }
+)
+
+
+def now_ms() -> int:
+    """UTC epoch milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+def make_event(rx: str, type_: str, **fields: Any) -> dict[str, Any]:
+    """A new event with a fresh uuid4 ``id`` and the current time."""
+    if type_ not in TYPES:
+        raise ValueError(f"unknown event type {type_!r}")
+    return {"v": PROTOCOL_VERSION, "id": str(uuid.uuid4()), "rx": rx, "ts": now_ms(), "type": type_, **fields}
+
+
+def encode(event: dict[str, Any]) -> bytes:
+    """Wire bytes of an event."""
+    return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def decode(payload: bytes) -> dict[str, Any]:
+    """Parse and check an event; raises ValueError when it is not one."""
+    event = json.loads(payload.decode("utf-8"))
+    if not isinstance(event, dict):
+        raise ValueError("event is not an object")
+    if event.get("v") != PROTOCOL_VERSION:
+        raise ValueError(f"unsupported event version {event.get('v')!r}")
+    for key in ("id", "rx", "ts", "type"):
+        if key not in event:
+            raise ValueError(f"event lacks {key!r}")
+    if event["type"] not in TYPES:
+        raise ValueError(f"unknown event type {event['type']!r}")
+    try:
+        uuid.UUID(str(event["id"]))
+    except ValueError as exc:
+        raise ValueError("event id is not a uuid") from exc
+    return event

@@ -1,0 +1,71 @@
+"""Shared fixtures: a real Mosquitto on loopback, a migrated database, the Flask app.
+
+The broker is ``LOAXA_TEST_MQTT_URL`` when set; otherwise a ``mosquitto``
+binary (PATH or /usr/sbin) is started on a free port for the session. Tests
+that need a broker fail with a clear message when neither exists.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from controller.broker import free_port, mosquitto_binary, wait_for_port
+from helpers import make_config, seed_district
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def mqtt_url(tmp_path_factory) -> str:
+    """URL of a real MQTT broker for this test session."""
+    url = os.environ.get("LOAXA_TEST_MQTT_URL")
+    if url:
+        yield url
+        return
+    binary = mosquitto_binary()
+    if binary is None:
+        pytest.fail("no MQTT broker: install mosquitto (apt install mosquitto) or set LOAXA_TEST_MQTT_URL")
+    workdir = tmp_path_factory.mktemp("mosquitto")
+    port = free_port()
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                    "max_queued_messages 100000\nlog_dest stderr\n")
+    log = open(workdir / "mosquitto.log", "wb")
+    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        if not wait_for_port(port, 10):
+            pytest.fail(f"mosquitto did not start; see {workdir / 'mosquitto.log'}")
+        yield f"mqtt://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
+@pytest.fixture
+def app(tmp_path):
+    """A controller app on a migrated SQLite database; services not started."""
+    from controller import create_app, db
+
+    application = create_app(make_config(tmp_path))
+    db.upgrade(application.config["DATABASE_URL"])
+    yield application
+    application.extensions["loaxa.services"].stop()
+    application.extensions["loaxa.engine"].dispose()
+
+
+@pytest.fixture
+def client(app):
+    """Flask test client."""
+    return app.test_client()
+
+
+@pytest.fixture
+def district(app):
+    """The app with a seeded province, district, two communes and users."""
+    seed_district(app)
+    return app

@@ -1,0 +1,70 @@
+"""Plain helpers for tests (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+
+def make_config(tmp_path: Path, **extra) -> dict:
+    """Controller test config rooted in ``tmp_path``."""
+    return {
+        "TESTING": True,
+        "VAR_DIR": str(tmp_path / "var"),
+        "SECRET_KEY": "test-secret",
+        "HTTP_PORT": 8080,
+        **extra,
+    }
+
+
+def basic(username: str, password: str) -> dict[str, str]:
+    """An Authorization header for HTTP Basic."""
+    token = base64.b64encode(f"{username}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def seed_district(app) -> None:
+    """A province, a district, two communes and users of every kind used by the tests."""
+    from controller import auth
+    from controller.db import session_scope
+    from controller.models import Area, User
+
+    with session_scope(app) as db:
+        db.add_all([
+            Area(id="hue", name="Huế", level="province", parent_id=None),
+            Area(id="qd", name="Quảng Điền", level="district", parent_id="hue"),
+            Area(id="qd/phu", name="Quảng Phú", level="commune", parent_id="qd"),
+            Area(id="qd/an", name="Quảng An", level="commune", parent_id="qd"),
+        ])
+        db.flush()
+        for name, role, area in (("admin", "admin", None), ("op-phu", "operator", "qd/phu"),
+                                 ("op-an", "operator", "qd/an"), ("viewer", "viewer", None)):
+            db.add(User(username=name, password_hash=auth.hash_password("pw-" + name), role=role, area_id=area,
+                        created_ms=0))
+
+
+def wait_until(predicate, timeout: float = 20.0, interval: float = 0.1, what: str = "condition"):
+    """Poll ``predicate`` until it returns something truthy; fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
+def tone(path: Path, seconds: float, frequency: int = 440, codec: list[str] | None = None) -> Path:
+    """Generate a test tone with ffmpeg (fixtures are made at test time, never committed)."""
+    from audio.ffmpeg import ffmpeg_exe
+
+    args = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi",
+            "-i", f"sine=frequency={frequency}:sample_rate=44100:duration={seconds}"]
+    args += codec or ["-ac", "2", "-c:a", "libmp3lame", "-b:a", "128k"]
+    subprocess.run(args + [str(path)], check=True, capture_output=True)
+    return path
+
