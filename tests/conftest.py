@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 from controller.broker import free_port, mosquitto_binary, wait_for_port
-from helpers import make_config, seed_district
+from helpers import clear_retained, make_config, seed_district
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
-def mqtt_url(tmp_path_factory) -> str:
+def mqtt_broker_url(tmp_path_factory) -> str:
     """URL of a real MQTT broker for this test session."""
     url = os.environ.get("LOAXA_TEST_MQTT_URL")
     if url:
@@ -44,6 +44,13 @@ def mqtt_url(tmp_path_factory) -> str:
         proc.terminate()
         proc.wait(10)
         log.close()
+
+
+@pytest.fixture
+def mqtt_url(mqtt_broker_url) -> str:
+    """The session broker with every retained ``loaxa/v1/#`` message cleared before the test."""
+    clear_retained(mqtt_broker_url)
+    return mqtt_broker_url
 
 
 @pytest.fixture

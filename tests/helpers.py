@@ -68,3 +68,32 @@ def tone(path: Path, seconds: float, frequency: int = 440, codec: list[str] | No
     subprocess.run(args + [str(path)], check=True, capture_output=True)
     return path
 
+
+
+def clear_retained(url: str, prefix: str = "loaxa/v1/#") -> int:
+    """Delete every retained message under ``prefix`` so tests sharing a broker do not see each other's."""
+    import threading
+
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from controller.mqtt import parse_url
+
+    host, port, *_ = parse_url(url)
+    found: set[str] = set()
+    subscribed = threading.Event()
+    client = paho.Client(CallbackAPIVersion.VERSION2)
+    client.on_connect = lambda c, *_: c.subscribe(prefix, 1)
+    client.on_subscribe = lambda *_: subscribed.set()
+    client.on_message = lambda _c, _u, m: found.add(m.topic) if m.retain and m.payload else None
+    client.connect(host, port)
+    client.loop_start()
+    try:
+        subscribed.wait(5)
+        time.sleep(0.2)  # retained messages arrive right after the SUBACK
+        for topic in sorted(found):
+            client.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return len(found)

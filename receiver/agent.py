@@ -1,0 +1,861 @@
+"""The receiver agent: ties the MQTT session, verification, cache, player and outbox together.
+
+Threads (all owned by one :class:`Agent`):
+
+- paho's network thread (:mod:`receiver.mqtt`) only enqueues what arrives and
+  acknowledges outbox rows on PUBACK;
+- the *dispatcher* handles the queue in order: (re)subscriptions and the outbox
+  flush after every connect, then conf and manifest messages
+  (:meth:`Agent.handle_message`, which never raises);
+- the *downloader* fetches every media file the held manifests name, soonest
+  first, retrying failures with backoff;
+- the *player* walks the merged timeline of all held manifests and plays each
+  item at its second by the local clock;
+- the *heartbeat* publishes the agent's health every ``heartbeat_s``.
+
+State under ``state_dir``: ``outbox.db``, ``media/``, ``conf.json`` (last good
+signed conf) and ``manifests/<scope, url-quoted>.json`` (last good signed
+manifest of each scope), so a restart with the broker down still plays.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import shutil
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from receiver.cache import DownloadCancelled, DownloadError, MediaCache
+from receiver.config import ReceiverConfig
+from receiver.decoder import Decoder, DecoderError
+from receiver.mqtt import MqttSession
+from receiver.outbox import Outbox
+from receiver.sinks import Output, Sink, make_sink
+from schedules import events, topics
+from schedules.conf import ConfError, ReceiverConf
+from schedules.manifest import Item, Manifest, ManifestError, MediaRef, merge
+from schedules.signing import SignatureError, public_key_from_text, verify
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 44100
+CHANNELS = 1
+CHUNK_MS = 100
+PREBUFFER_MS = 1000
+JOIN_LEAD_MS = 300
+"""When joining an item already under way, how far ahead the first sample is placed."""
+LATE_START_TOLERANCE_MS = 500
+"""A start missed by at most this much plays from the beginning instead of being joined at an offset."""
+SPIN_S = 0.015
+"""The last part of the wait before a start is spent spinning on the clock, not sleeping."""
+DOWNLOAD_RETRY_MIN_S = 5.0
+DOWNLOAD_RETRY_MAX_S = 300.0
+IDLE_WAIT_S = 60.0
+PLAYED_MEMORY_MS = 24 * 3600 * 1000
+
+
+@dataclass
+class _Prepared:
+    key: tuple[str, int]
+    decoder: Decoder
+    buffer: bytes
+
+
+def _frames(ms: float) -> int:
+    """Bytes of whole PCM frames lasting ``ms`` milliseconds (never negative)."""
+    frame = 2 * CHANNELS
+    return max(0, int(ms * SAMPLE_RATE / 1000)) * frame
+
+
+@dataclass
+class _Failure:
+    attempts: int = 0
+    retry_at: float = 0.0
+    raised: bool = False
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _now_ms_f() -> float:
+    return time.time_ns() / 1_000_000
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    try:
+        fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class Agent:
+    """One receiver: connect, verify, fetch, play on time, report."""
+
+    def __init__(self, config: ReceiverConfig, sink: Sink | None = None) -> None:
+        self.config = config
+        self.rx = config.rx_id
+        self.state_dir = Path(config.state_dir)
+        self.manifest_dir = self.state_dir / "manifests"
+        self.manifest_dir.mkdir(parents=True, exist_ok=True)
+        self._public_key = public_key_from_text(config.controller_public_key)
+        self.sink = sink if sink is not None else make_sink(config.sink, config.effective_sink_dir)
+        self.outbox = Outbox(self.state_dir / "outbox.db")
+        self.cache = MediaCache(self.state_dir / "media", config.media_base_url, config.token)
+        broker = config.broker
+        self.session = MqttSession(
+            self.rx,
+            broker.host,
+            broker.port,
+            tls=broker.tls,
+            username=broker.username,
+            password=broker.password,
+            ca_file=config.mqtt_ca_file,
+            on_connected=self._on_connected,
+            on_message=self._on_message,
+            on_published=self._on_published,
+        )
+        self._events_topic = topics.rx_events(self.rx)
+        self._lock = threading.RLock()
+        self._send_lock = threading.Lock()
+        self._conf: ReceiverConf | None = None
+        self._manifests: dict[str, Manifest] = {}
+        self._generation = 0
+        self._timeline_cache: tuple[int, list[tuple[str, Item]]] = (-1, [])
+        self._inbox: queue.Queue[tuple[Any, ...]] = queue.Queue()
+        self._stop = threading.Event()
+        self._player_wake = threading.Event()
+        self._download_wake = threading.Event()
+        self._played: dict[tuple[str, int], int] = {}
+        self._playing: Item | None = None
+        self._output: Output | None = None
+        self._prepared: _Prepared | None = None
+        self._failures: dict[str, _Failure] = {}
+        self._threads: list[threading.Thread] = []
+        self._started = False
+        self._stopped = False
+        self._born = time.monotonic()
+        self._load_state()
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def conf(self) -> ReceiverConf | None:
+        """The configuration in force (None until the first valid one)."""
+        with self._lock:
+            return self._conf
+
+    @property
+    def manifests(self) -> dict[str, Manifest]:
+        """The manifest held for each scope."""
+        with self._lock:
+            return dict(self._manifests)
+
+    @property
+    def playing(self) -> str | None:
+        """The id of the item playing now, or None."""
+        item = self._playing
+        return item.id if item is not None else None
+
+    def scopes(self) -> list[str]:
+        """The scopes this receiver follows, widest first; its own ``rx/<id>`` is always last."""
+        with self._lock:
+            scopes = list(self._conf.scopes) if self._conf is not None else []
+        own = topics.rx_scope(self.rx)
+        if own not in scopes:
+            scopes.append(own)
+        return scopes
+
+    def _manifest_path(self, scope: str) -> Path:
+        return self.manifest_dir / f"{quote(scope, safe='')}.json"
+
+    def _load_state(self) -> None:
+        conf_path = self.state_dir / "conf.json"
+        if conf_path.exists():
+            try:
+                body = verify(self._public_key, conf_path.read_bytes(), kind="conf", scope=topics.rx_scope(self.rx))
+                self._conf = ReceiverConf.from_body(body)
+                logger.info("rx %s: loaded conf v%d (scopes %s)", self.rx, self._conf.version, self._conf.scopes)
+            except (OSError, SignatureError, ConfError) as exc:
+                logger.warning("rx %s: ignoring stored conf %s: %s", self.rx, conf_path, exc)
+        for scope in self.scopes():
+            self._load_manifest(scope)
+
+    def _load_manifest(self, scope: str) -> None:
+        path = self._manifest_path(scope)
+        if not path.exists():
+            return
+        try:
+            body = verify(self._public_key, path.read_bytes(), kind="manifest", scope=scope)
+            manifest = Manifest.from_body(body)
+        except (OSError, SignatureError, ManifestError) as exc:
+            logger.warning("rx %s: ignoring stored manifest %s: %s", self.rx, path, exc)
+            return
+        with self._lock:
+            self._manifests[scope] = manifest
+            self._generation += 1
+        logger.info("rx %s: loaded manifest %s v%d (%d items)", self.rx, scope, manifest.version, len(manifest.items))
+
+    # ---------------------------------------------------------------- events
+
+    def emit(self, type_: str, **fields: Any) -> dict[str, Any]:
+        """Record an event in the outbox, then publish it (QoS 1) when connected."""
+        event = events.make_event(self.rx, type_, **fields)
+        payload = events.encode(event)
+        seq = self.outbox.add(self._events_topic, payload, qos=1, event_id=event["id"])
+        logger.info("rx %s: event %s %s", self.rx, type_, json.dumps(fields, ensure_ascii=False, sort_keys=True))
+        with self._send_lock:
+            mid = self.session.publish(self._events_topic, payload, qos=1)
+            if mid is not None:
+                self.outbox.mark_sent(seq, mid)
+        return event
+
+    def flush_outbox(self) -> int:
+        """(Re)send every pending event in order; returns how many were handed to the broker."""
+        sent = 0
+        with self._send_lock:
+            for pending in self.outbox.pending():
+                mid = self.session.publish(pending.topic, pending.payload, qos=pending.qos)
+                if mid is None:
+                    break
+                self.outbox.mark_sent(pending.seq, mid)
+                sent += 1
+        if sent:
+            logger.info("rx %s: outbox flushed %d event(s)", self.rx, sent)
+        return sent
+
+    def heartbeat(self) -> dict[str, Any]:
+        """Build the heartbeat and publish it (QoS 0) when connected."""
+        with self._lock:
+            versions = {scope: m.version for scope, m in self._manifests.items()}
+        try:
+            disk_free = shutil.disk_usage(self.state_dir).free
+        except OSError:
+            disk_free = None
+        body = {
+            "v": topics.PROTOCOL_VERSION,
+            "rx": self.rx,
+            "ts": _now_ms(),
+            "uptime_s": round(time.monotonic() - self._born, 1),
+            "manifests": versions,
+            "playing": self.playing,
+            "cache_files": self.cache.count(),
+            "disk_free_bytes": disk_free,
+        }
+        self.session.publish(topics.rx_hb(self.rx), events.encode(body), qos=0)
+        return body
+
+    # ------------------------------------------------------- paho callbacks
+
+    def _on_connected(self) -> None:
+        self._inbox.put(("connected",))
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        self._inbox.put(("message", topic, payload))
+
+    def _on_published(self, mid: int) -> None:
+        self.outbox.ack(mid)
+
+    # -------------------------------------------------------------- messages
+
+    def _after_connect(self) -> None:
+        self.session.subscribe(topics.conf(self.rx), 1)
+        for scope in self.scopes():
+            self.session.subscribe(topics.sched(scope), 1)
+            self.session.subscribe(topics.cmd(scope), 1)
+        self.flush_outbox()
+        self.heartbeat()
+
+    def handle_message(self, topic: str, payload: bytes) -> None:
+        """Act on one message from the broker; logs and drops anything wrong, never raises."""
+        try:
+            if topic == topics.conf(self.rx):
+                self._handle_conf(payload)
+                return
+            scope = topics.scope_of_sched_topic(topic)
+            if scope is not None:
+                self._handle_sched(scope, payload)
+                return
+            scope = topics.scope_of_cmd_topic(topic)
+            if scope is not None:
+                self._handle_cmd(scope, payload)
+                return
+            logger.debug("rx %s: ignoring message on unknown topic %s", self.rx, topic)
+        except Exception:
+            logger.exception("rx %s: error handling a message on %s", self.rx, topic)
+
+    def _handle_conf(self, payload: bytes) -> None:
+        try:
+            body = verify(self._public_key, payload, kind="conf", scope=topics.rx_scope(self.rx))
+            conf = ReceiverConf.from_body(body)
+            if conf.rx != self.rx:
+                raise ConfError(f"conf is for receiver {conf.rx!r}")
+        except SignatureError as exc:
+            logger.warning("rx %s: refused conf: %s (%s)", self.rx, exc, exc.code)
+            fault = "signature_refused" if exc.code.startswith("sig.") else "conf_refused"
+            self.emit(events.FAULT_RAISED, fault=fault, kind="conf", code=exc.code, reason=str(exc))
+            return
+        except ConfError as exc:
+            logger.warning("rx %s: refused conf: %s", self.rx, exc)
+            self.emit(events.FAULT_RAISED, fault="conf_refused", kind="conf", code="conf.malformed", reason=str(exc))
+            return
+        with self._lock:
+            held = self._conf
+            if held is not None and conf.version < held.version:
+                reason = f"conf version {conf.version} is older than the held version {held.version}"
+                logger.warning("rx %s: refused conf: %s", self.rx, reason)
+                rollback = True
+            else:
+                rollback = False
+                if held is not None and conf.version == held.version:
+                    logger.debug("rx %s: conf v%d already held", self.rx, conf.version)
+                    return
+                old_scopes = self.scopes()
+                self._conf = conf
+                new_scopes = self.scopes()
+                removed = [s for s in old_scopes if s not in new_scopes]
+                added = [s for s in new_scopes if s not in old_scopes]
+                for scope in removed:
+                    self._manifests.pop(scope, None)
+                self._generation += 1
+        if rollback:
+            self.emit(events.FAULT_RAISED, fault="conf_refused", kind="conf", code="conf.rollback", reason=reason)
+            return
+        try:
+            _write_atomic(self.state_dir / "conf.json", payload)
+        except OSError as exc:
+            logger.error("rx %s: cannot store conf: %s", self.rx, exc)
+        for scope in removed:
+            self._manifest_path(scope).unlink(missing_ok=True)
+            self.session.unsubscribe(topics.sched(scope))
+            self.session.unsubscribe(topics.cmd(scope))
+        for scope in added:
+            self._load_manifest(scope)
+            self.session.subscribe(topics.sched(scope), 1)
+            self.session.subscribe(topics.cmd(scope), 1)
+        logger.info("rx %s: conf v%d accepted; scopes %s", self.rx, conf.version, conf.scopes)
+        self.emit(events.CONF_ACCEPTED, version=conf.version, scopes=conf.scopes, volume=conf.volume)
+        self._download_wake.set()
+        self._player_wake.set()
+
+    def _refuse_manifest(self, scope: str, code: str, reason: str, *, signature: bool = False) -> None:
+        held = self.manifests.get(scope)
+        logger.warning(
+            "rx %s: refused manifest for %s: %s (%s); %s",
+            self.rx,
+            scope,
+            reason,
+            code,
+            f"keeping v{held.version}" if held else "none held",
+        )
+        self.emit(
+            events.MANIFEST_REFUSED,
+            scope=scope,
+            code=code,
+            reason=reason,
+            held_version=held.version if held else None,
+        )
+        if signature:
+            self.emit(
+                events.FAULT_RAISED, fault="signature_refused", kind="manifest", scope=scope, code=code, reason=reason
+            )
+
+    def _handle_sched(self, scope: str, payload: bytes) -> None:
+        if scope not in self.scopes():
+            logger.debug("rx %s: ignoring manifest for %s, not one of its scopes", self.rx, scope)
+            return
+        try:
+            body = verify(self._public_key, payload, kind="manifest", scope=scope)
+        except SignatureError as exc:
+            self._refuse_manifest(scope, exc.code, str(exc), signature=exc.code.startswith("sig."))
+            return
+        try:
+            manifest = Manifest.from_body(body)
+        except ManifestError as exc:
+            self._refuse_manifest(scope, "manifest.malformed", str(exc))
+            return
+        with self._lock:
+            held = self._manifests.get(scope)
+            if held is not None and manifest.version == held.version:
+                logger.debug("rx %s: manifest %s v%d already held", self.rx, scope, manifest.version)
+                return
+            rollback = held is not None and manifest.version < held.version
+        if rollback:
+            assert held is not None
+            self._refuse_manifest(
+                scope,
+                "manifest.rollback",
+                f"version {manifest.version} is older than the held version {held.version}",
+            )
+            return
+        try:
+            _write_atomic(self._manifest_path(scope), payload)
+        except OSError as exc:
+            logger.error("rx %s: cannot store manifest %s: %s", self.rx, scope, exc)
+        with self._lock:
+            self._manifests[scope] = manifest
+            self._generation += 1
+        self.emit(
+            events.MANIFEST_ACCEPTED,
+            scope=scope,
+            version=manifest.version,
+            items=len(manifest.items),
+            content_hash=manifest.content_hash(),
+        )
+        self._download_wake.set()
+        self._player_wake.set()
+
+    def _handle_cmd(self, scope: str, payload: bytes) -> None:
+        if scope not in self.scopes():
+            logger.debug("rx %s: ignoring command for %s, not one of its scopes", self.rx, scope)
+            return
+        logger.info("rx %s: command on %s ignored: commands are not implemented yet", self.rx, scope)
+
+    # -------------------------------------------------------------- timeline
+
+    def timeline(self) -> list[tuple[str, Item]]:
+        """The merged timeline of every held manifest, ``[(scope, item)]`` by start."""
+        with self._lock:
+            generation = self._generation
+            if self._timeline_cache[0] == generation:
+                return self._timeline_cache[1]
+            scopes = self.scopes()
+            held = [(width, self._manifests[s]) for width, s in enumerate(scopes) if s in self._manifests]
+        merged, conflicts = merge(held)
+        for c in conflicts:
+            logger.info(
+                "rx %s: item %s of %s at %d loses to %s of %s: %s",
+                self.rx,
+                c.loser.id,
+                c.loser_scope,
+                c.loser.start_ms,
+                c.winner.id,
+                c.winner_scope,
+                c.reason,
+            )
+        with self._lock:
+            self._timeline_cache = (generation, merged)
+        return merged
+
+    def next_item(self, now_ms: int | None = None) -> tuple[str, Item] | None:
+        """The next ``(scope, item)`` still to play: not yet ended and not played in this run."""
+        now = _now_ms() if now_ms is None else now_ms
+        for scope, item in self.timeline():
+            if item.end_ms > now and (item.id, item.start_ms) not in self._played:
+                return scope, item
+        return None
+
+    # ------------------------------------------------------------ downloader
+
+    def _wanted_media(self) -> list[MediaRef]:
+        now = _now_ms()
+        with self._lock:
+            items = [i for m in self._manifests.values() for i in m.items if i.end_ms > now]
+        wanted: dict[str, MediaRef] = {}
+        for item in sorted(items, key=lambda i: i.start_ms):
+            wanted.setdefault(item.media.sha256, item.media)
+        return list(wanted.values())
+
+    def _download_step(self) -> float:
+        now = time.monotonic()
+        next_retry: float | None = None
+        for ref in self._wanted_media():
+            if self._stop.is_set():
+                return 0.0
+            if self.cache.path(ref.sha256) is not None:
+                continue
+            failure = self._failures.get(ref.sha256)
+            if failure is not None and failure.retry_at > now:
+                next_retry = failure.retry_at if next_retry is None else min(next_retry, failure.retry_at)
+                continue
+            self._download(ref)
+            return 0.0
+        return IDLE_WAIT_S if next_retry is None else max(0.05, min(next_retry - now, IDLE_WAIT_S))
+
+    def _download(self, ref: MediaRef) -> None:
+        try:
+            self.cache.fetch(ref, should_stop=self._stop.is_set)
+        except DownloadCancelled:
+            return
+        except Exception as exc:  # DownloadError, or anything unexpected: retry later either way
+            code = exc.code if isinstance(exc, DownloadError) else "download.error"
+            reason = exc.args[0] if isinstance(exc, DownloadError) else f"{type(exc).__name__}: {exc}"
+            failure = self._failures.setdefault(ref.sha256, _Failure())
+            failure.attempts += 1
+            delay = min(DOWNLOAD_RETRY_MIN_S * 2 ** (failure.attempts - 1), DOWNLOAD_RETRY_MAX_S)
+            failure.retry_at = time.monotonic() + delay
+            logger.warning(
+                "rx %s: download of %s failed (attempt %d): %s %s; retrying in %.0f s",
+                self.rx,
+                ref.path,
+                failure.attempts,
+                code,
+                reason,
+                delay,
+            )
+            if not failure.raised:
+                failure.raised = True
+                self.emit(
+                    events.FAULT_RAISED,
+                    fault="download_failed",
+                    sha256=ref.sha256,
+                    path=ref.path,
+                    code=code,
+                    reason=reason,
+                )
+            return
+        cleared = self._failures.pop(ref.sha256, None)
+        if cleared is not None and cleared.raised:
+            self.emit(events.FAULT_CLEARED, fault="download_failed", sha256=ref.sha256, path=ref.path)
+        self._player_wake.set()
+
+    def _downloader_loop(self) -> None:
+        while not self._stop.is_set():
+            self._download_wake.clear()
+            try:
+                wait_s = self._download_step()
+            except Exception:
+                logger.exception("rx %s: downloader error", self.rx)
+                wait_s = DOWNLOAD_RETRY_MIN_S
+            if wait_s > 0:
+                self._download_wake.wait(wait_s)
+
+    # ---------------------------------------------------------------- player
+
+    def _player_loop(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self._player_wake.clear()
+                try:
+                    wait_s = self._player_step()
+                except Exception:
+                    logger.exception("rx %s: player error", self.rx)
+                    wait_s = 1.0
+                if wait_s > 0:
+                    self._player_wake.wait(wait_s)
+        finally:
+            self._discard_prepared()
+
+    def _player_step(self) -> float:
+        """Play the next item when its preroll begins; returns how long to wait before looking again."""
+        now = _now_ms()
+        self._forget_old_plays(now)
+        nxt = self.next_item(now)
+        if nxt is None:
+            self._discard_prepared()
+            return IDLE_WAIT_S
+        scope, item = nxt
+        lead_ms = item.start_ms - self.config.preroll_ms - now
+        if lead_ms > 0:
+            self._discard_prepared()
+            return min(lead_ms / 1000.0, IDLE_WAIT_S)
+        path = self.cache.path(item.media.sha256)
+        if path is None:
+            if now < item.start_ms:
+                self._download_wake.set()
+                return (item.start_ms - now) / 1000.0
+            self._played[(item.id, item.start_ms)] = item.end_ms
+            self.emit(
+                events.PLAYBACK_FAILED,
+                item_id=item.id,
+                scope=scope,
+                planned_start_ms=item.start_ms,
+                sha256=item.media.sha256,
+                code="media.not_cached",
+                reason=f"media {item.media.path} not cached at start time",
+            )
+            return 0.0
+        self.play(scope, item, path)
+        return 0.0
+
+    def _forget_old_plays(self, now: int) -> None:
+        for key in [k for k, end in self._played.items() if end < now - PLAYED_MEMORY_MS]:
+            del self._played[key]
+
+    def _sleep_until(self, target_ms: float) -> bool:
+        """Wait precisely until ``target_ms`` (coarse sleep, then spin); False if stopping."""
+        while True:
+            remaining = (target_ms - _now_ms_f()) / 1000.0
+            if remaining <= 0:
+                return True
+            if self._stop.is_set():
+                return False
+            if remaining > SPIN_S:
+                self._stop.wait(remaining - SPIN_S)
+                continue
+            while _now_ms_f() < target_ms:
+                pass
+            return True
+
+    def _should_preempt(self, scope: str, item: Item) -> bool:
+        """Whether the item playing must give way now (pre-emption arrives with commands)."""
+        return False
+
+    def _start_decoder(self, path: Path, offset_ms: int) -> tuple[Decoder, bytes]:
+        """Start ffmpeg at ``offset_ms`` and read the prebuffer (may be empty on a bad file)."""
+        decoder = Decoder(path, offset_ms, SAMPLE_RATE, CHANNELS)
+        try:
+            return decoder, decoder.read(_frames(PREBUFFER_MS))
+        except BaseException:
+            decoder.close()
+            raise
+
+    def _prepare_following(self) -> None:
+        """During the end of an item, start the decoder of the next one so it begins on time."""
+        if self._prepared is not None:
+            return
+        nxt = self.next_item()
+        if nxt is None:
+            return
+        _scope, item = nxt
+        if item.start_ms - self.config.preroll_ms > _now_ms():
+            return
+        path = self.cache.path(item.media.sha256)
+        if path is None:
+            return
+        try:
+            decoder, buffer = self._start_decoder(path, 0)
+        except Exception as exc:  # play() will try again and report it
+            logger.debug("rx %s: cannot prepare %s: %s", self.rx, item.id, exc)
+            return
+        self._prepared = _Prepared((item.id, item.start_ms), decoder, buffer)
+
+    def _discard_prepared(self) -> None:
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None:
+            prepared.decoder.close()
+
+    def play(self, scope: str, item: Item, path: Path) -> None:
+        """Play one item at its start (or join it under way), reporting what happened.
+
+        A start missed by at most ``LATE_START_TOLERANCE_MS`` (e.g. right after
+        the previous item) plays from the beginning; later than that, the item
+        is joined at the elapsed offset, as after a restart mid-item.
+        """
+        key = (item.id, item.start_ms)
+        self._played[key] = item.end_ms
+        now = _now_ms()
+        if now - item.start_ms <= LATE_START_TOLERANCE_MS:
+            target, offset_ms = item.start_ms, 0
+        else:
+            target = now + JOIN_LEAD_MS
+            offset_ms = target - item.start_ms
+        base = {"item_id": item.id, "scope": scope, "planned_start_ms": item.start_ms}
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None and (prepared.key != key or offset_ms != 0):
+            prepared.decoder.close()
+            prepared = None
+        if target >= item.end_ms:
+            return
+        try:
+            if prepared is not None:
+                decoder, buffer = prepared.decoder, prepared.buffer
+            else:
+                decoder, buffer = self._start_decoder(path, offset_ms)
+        except DecoderError as exc:
+            self.emit(events.PLAYBACK_FAILED, **base, sha256=item.media.sha256, code="decoder.missing", reason=str(exc))
+            return
+        if not buffer:
+            decoder.close()
+            detail = decoder.errors() or "no audio"
+            self.emit(
+                events.PLAYBACK_FAILED,
+                **base,
+                sha256=item.media.sha256,
+                code="decoder.no_audio",
+                reason=f"ffmpeg produced no audio: {detail}",
+            )
+            return
+        chunk_bytes = _frames(CHUNK_MS)
+        max_bytes = _frames(item.end_ms - max(target, _now_ms()))
+        output: Output | None = None
+        started = False
+        end_reason = "complete"
+        error = ""
+        try:
+            if not self._sleep_until(target):
+                return
+            output = self.sink.open(item.id, item.start_ms, SAMPLE_RATE, CHANNELS)
+            self._output = output
+            self._playing = item
+            if self._stop.is_set():
+                output.interrupt()
+            pos = 0
+            while output.bytes_written < max_bytes:
+                if self._stop.is_set():
+                    end_reason = "stopped"
+                    break
+                if self._should_preempt(scope, item):
+                    end_reason = "preempted"
+                    break
+                if pos >= len(buffer):
+                    buffer = b"" if decoder.eof else decoder.read(chunk_bytes)
+                    pos = 0
+                    if not buffer:
+                        end_reason = "media_end"
+                        break
+                chunk = buffer[pos : pos + min(chunk_bytes, max_bytes - output.bytes_written)]
+                pos += len(chunk)
+                output.write(chunk)
+                if not started:
+                    started = True
+                    actual = output.first_sample_ms or _now_ms_f()
+                    self.emit(
+                        events.PLAYBACK_STARTED,
+                        **base,
+                        actual_start_ms=int(round(actual)),
+                        offset_ms=offset_ms,
+                        sha256=item.media.sha256,
+                        priority=item.priority,
+                    )
+                if item.end_ms - _now_ms() <= self.config.preroll_ms:
+                    self._prepare_following()
+        except Exception as exc:
+            logger.exception("rx %s: playing %s failed", self.rx, item.id)
+            end_reason = "error"
+            error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self._playing = None
+            self._output = None
+            if not decoder.eof:
+                decoder.kill()  # reaped below, once it had time to die: keeps the next item on time
+            if output is not None:
+                try:
+                    output.close()
+                except Exception:
+                    logger.exception("rx %s: closing the output of %s failed", self.rx, item.id)
+            decoder.close()
+        if end_reason == "media_end" and decoder.returncode not in (0, None) and decoder.errors():
+            end_reason = "decoder_error"
+            error = decoder.errors()
+        if not started:
+            if end_reason in ("error", "decoder_error"):
+                self.emit(events.PLAYBACK_FAILED, **base, sha256=item.media.sha256, code="play.error", reason=error)
+            return
+        assert output is not None
+        fields: dict[str, Any] = {
+            **base,
+            "played_ms": int(round(output.played_ms)),
+            "planned_duration_ms": item.duration_ms,
+            "offset_ms": offset_ms,
+            "end_reason": end_reason,
+        }
+        if error:
+            fields["error"] = error
+        self.emit(events.PLAYBACK_FINISHED, **fields)
+
+    # ----------------------------------------------------------- life cycle
+
+    def _dispatcher_loop(self) -> None:
+        while True:
+            item = self._inbox.get()
+            kind = item[0]
+            if kind == "stop":
+                return
+            try:
+                if kind == "connected":
+                    self._after_connect()
+                elif kind == "message":
+                    self.handle_message(item[1], item[2])
+            except Exception:
+                logger.exception("rx %s: dispatcher error", self.rx)
+
+    def _heartbeat_loop(self) -> None:
+        while not self._stop.wait(self.config.heartbeat_s):
+            try:
+                self.heartbeat()
+            except Exception:
+                logger.exception("rx %s: heartbeat error", self.rx)
+
+    def start(self) -> None:
+        """Start the threads and connect to the broker in the background."""
+        if self._started:
+            return
+        if self._stopped:
+            raise RuntimeError("a stopped agent cannot be restarted; make a new one")
+        self._started = True
+        logger.info("rx %s: starting (%s)", self.rx, self.config.redacted())
+        for name, target in (
+            ("dispatcher", self._dispatcher_loop),
+            ("downloader", self._downloader_loop),
+            ("player", self._player_loop),
+            ("heartbeat", self._heartbeat_loop),
+        ):
+            thread = threading.Thread(target=target, name=f"rx-{self.rx}-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self.session.start()
+
+    def wait_connected(self, timeout: float | None = None) -> bool:
+        """Block until the MQTT session is up or ``timeout`` seconds pass."""
+        return self.session.wait_connected(timeout)
+
+    def stop(self) -> None:
+        """Stop playing, end the threads, say ``offline`` to the broker and close the state."""
+        if self._stopped:
+            return
+        self._stopped = True
+        logger.info("rx %s: stopping", self.rx)
+        self._stop.set()
+        self._player_wake.set()
+        self._download_wake.set()
+        output = self._output
+        if output is not None:
+            output.interrupt()
+        self._inbox.put(("stop",))
+        for thread in self._threads:
+            thread.join(timeout=15)
+            if thread.is_alive():
+                logger.warning("rx %s: thread %s did not stop", self.rx, thread.name)
+        self.session.stop()
+        self.cache.close()
+        self.outbox.close()
+        logger.info("rx %s: stopped", self.rx)
+
+    def run_forever(self) -> None:
+        """Start, block until SIGTERM or SIGINT, then stop cleanly."""
+        run_until_signal(self.start, self.stop)
+
+
+def run_until_signal(start: Any, stop: Any) -> None:
+    """Call ``start()``, wait for SIGTERM/SIGINT, then call ``stop()`` (handlers restored after)."""
+    stop_requested = threading.Event()
+
+    def _handler(signum: int, frame: object) -> None:
+        logger.info("received %s, stopping", signal.Signals(signum).name)
+        stop_requested.set()
+
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, _handler)
+    try:
+        start()
+        while not stop_requested.wait(1.0):
+            pass
+    finally:
+        try:
+            stop()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)

@@ -1,0 +1,177 @@
+"""One bulletin end to end, across processes, through real parts.
+
+upload (HTTP) → transcode (ffmpeg) → schedule at a local time → signed retained
+manifest (Mosquitto) → a real ``loaxa-receiver`` process verifies it, downloads
+the media with its token, plays it at the scheduled second into the file sink →
+events through its outbox → controller ingests → API and HTML page show it.
+"""
+
+from __future__ import annotations
+
+import array
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+import requests
+from waitress import create_server
+
+from controller import create_app, db
+from controller.broker import free_port
+from helpers import make_config, seed_district, tone, wait_until
+from schedules import signing, topics
+from schedules.events import now_ms
+from schedules.manifest import Item, Manifest, MediaRef
+
+pytestmark = pytest.mark.e2e
+BIN = Path(sys.executable).parent
+AUTH = ("admin", "pw-admin")
+
+
+@pytest.fixture
+def controller(tmp_path, mqtt_url):
+    """A controller serving HTTP on a free port, connected to the test broker."""
+    port = free_port()
+    app = create_app(make_config(tmp_path, MQTT_URL=mqtt_url, HTTP_PORT=port, MQTT_CLIENT_ID=f"ctl-{port}"))
+    db.upgrade(app.config["DATABASE_URL"])
+    seed_district(app)
+    svc = app.extensions["loaxa.services"]
+    svc.start()
+    server = create_server(app, host="127.0.0.1", port=port, threads=4)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    yield app
+    server.close()
+    thread.join(5)
+    svc.stop()
+    app.extensions["loaxa.engine"].dispose()
+
+
+@pytest.fixture
+def receiver(controller, tmp_path, mqtt_url):
+    """``phu-1`` provisioned with the controller's CLI and run as its own process."""
+    cfg = tmp_path / "phu-1.toml"
+    env = {**os.environ, "LOAXA_VAR_DIR": controller.config["VAR_DIR"],
+           "LOAXA_PUBLIC_URL": controller.config["PUBLIC_URL"]}
+    subprocess.run([str(BIN / "loaxa-controller"), "provision", "phu-1", "--area", "qd/phu", "--name", "Phú 1",
+                    "--mqtt-url", mqtt_url, "--out", str(cfg), "--state-dir", str(tmp_path / "rx"),
+                    "--sink", "file"], check=True, env=env, capture_output=True)
+    controller.extensions["loaxa.services"].dispatcher.publish_receiver("phu-1")
+    log = open(tmp_path / "receiver.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "receiver", "run", "--config", str(cfg)],
+                            stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    yield proc, tmp_path / "rx" / "sink", tmp_path / "receiver.log"
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    log.close()
+
+
+def _api(app, path):
+    return requests.get(app.config["PUBLIC_URL"] + path, auth=AUTH, timeout=10).json()
+
+
+def test_one_bulletin_end_to_end(controller, receiver, tmp_path, mqtt_url):
+    proc, sink_dir, log = receiver
+    base = controller.config["PUBLIC_URL"]
+    wait_until(lambda: _api(controller, "/api/v1/receivers/phu-1")["receiver"]["online"], timeout=30,
+               what=f"receiver online (log: {log})")
+
+    src = tone(tmp_path / "upload.m4a", 3, frequency=880, codec=["-ac", "2", "-c:a", "aac", "-b:a", "96k"])
+    with open(src, "rb") as fh:
+        resp = requests.post(base + "/api/v1/bulletins", auth=AUTH, timeout=30,
+                             data={"title": "Thông báo lịch tiêm chủng", "area": "qd/phu"},
+                             files={"file": ("bản tin.m4a", fh, "audio/mp4")})
+    assert resp.status_code == 202, resp.text
+    bid = resp.json()["bulletin"]["id"]
+    bulletin = wait_until(lambda: (b := _api(controller, f"/api/v1/bulletins/{bid}")["bulletin"])["status"] == "ready"
+                          and b, what="transcode")
+    duration_ms = bulletin["media"]["duration_ms"]
+
+    tz = ZoneInfo("Asia/Ho_Chi_Minh")
+    start_local = datetime.fromtimestamp(now_ms() / 1000 + 7, tz).replace(microsecond=0)
+    resp = requests.post(base + "/api/v1/programme/items", auth=AUTH, timeout=10,
+                         json={"bulletin_id": bid, "area": "qd/phu", "start": start_local.strftime("%Y-%m-%d %H:%M:%S")})
+    assert resp.status_code == 201, resp.text
+    item = resp.json()["item"]
+    start_ms = int(start_local.timestamp() * 1000)
+    assert item["start_ms"] == start_ms
+
+    sidecar = sink_dir / f"{item['wire_id']}-{start_ms}.json"
+    meta = wait_until(lambda: sidecar.exists() and (m := json.loads(sidecar.read_text())).get("closed_ms") and m,
+                      timeout=40, what=f"the file sink to record the item (receiver log: {log})")
+
+    # Played at the scheduled second, by the receiver's own clock.
+    assert abs(meta["first_sample_ms"] - start_ms) < 200, meta
+    # The bytes decode to the bulletin: its duration, and its 880 Hz tone.
+    pcm = array.array("h")
+    pcm.frombytes((sink_dir / f"{item['wire_id']}-{start_ms}.pcm").read_bytes())
+    assert (meta["sample_rate"], meta["channels"]) == (44100, 1)
+    assert abs(len(pcm) / 44100 * 1000 - duration_ms) < 100
+    middle = pcm[44100: 2 * 44100]
+    crossings = sum(1 for a, b in zip(middle, middle[1:]) if (a < 0) != (b < 0))
+    assert 1700 < crossings < 1820, f"expected ~1760 zero crossings of 880 Hz, got {crossings}"
+
+    # The controller ingested started/finished once each; the API and the page show it.
+    detail = wait_until(lambda: (r := _api(controller, "/api/v1/receivers/phu-1")["receiver"])["played"] and r,
+                        what="playback.finished ingested")
+    assert detail["online"] is True
+    assert [p["item_id"] for p in detail["played"]] == [item["wire_id"]]
+    kinds = [e["type"] for e in detail["events"] if e.get("item_id") == item["wire_id"]]
+    assert sorted(kinds) == ["playback.finished", "playback.started"]
+
+    page = requests.Session()
+    login = page.get(base + "/login", timeout=10).text
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', login).group(1)
+    page.post(base + "/login", data={"username": "admin", "password": "pw-admin", "csrf_token": csrf}, timeout=10)
+    html = page.get(base + "/receivers/phu-1", timeout=10).text
+    assert "Trực tuyến" in html and "Phát xong" in html and item["wire_id"] in html
+    overview = page.get(base + "/", timeout=10).text
+    assert 'data-rx="phu-1" data-online="yes"' in overview and "1/1 cụm" in overview
+
+    # A forged manifest (another key) is refused, reported, and the good programme kept.
+    forged_key = signing.generate_private_key()
+    media = MediaRef(sha256="d" * 64, path="/media/" + "d" * 64 + ".mp3", bytes=1, duration_ms=1000)
+    forged = Manifest("area/qd/phu", 999, now_ms(), now_ms(), now_ms() + 1000,
+                      [Item("pi-evil", "giả mạo", now_ms() + 5000, 1000, "emergency", media)])
+    _publish_raw(mqtt_url, topics.sched("area/qd/phu"), signing.sign(forged_key, forged.to_body()))
+    refused = wait_until(lambda: [e for e in _api(controller, "/api/v1/receivers/phu-1")["receiver"]["events"]
+                                  if e["type"] == "manifest.refused"], what="manifest.refused event")
+    assert refused[0].get("code") == "sig.invalid"
+    faults = [e for e in _api(controller, "/api/v1/receivers/phu-1")["receiver"]["events"] if e["type"] == "fault.raised"]
+    assert any(f.get("fault") == "signature_refused" for f in faults)
+    assert proc.poll() is None, "the receiver survived the forged manifest"
+
+    # A clean stop says goodbye: the controller sees the receiver offline.
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(15) == 0
+    wait_until(lambda: not _api(controller, "/api/v1/receivers/phu-1")["receiver"]["online"], what="offline")
+
+
+def _publish_raw(url: str, topic: str, payload: bytes) -> None:
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from controller.mqtt import parse_url
+
+    host, port, *_ = parse_url(url)
+    client = paho.Client(CallbackAPIVersion.VERSION2)
+    client.connect(host, port)
+    client.loop_start()
+    try:
+        client.publish(topic, payload, qos=1).wait_for_publish(5)
+    finally:
+        client.disconnect()
+        client.loop_stop()
