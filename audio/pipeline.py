@@ -51,7 +51,8 @@ def validate(path: Path, *, max_duration_s: float) -> ffmpeg.ProbeResult:
     if info.duration_s is not None and info.duration_s <= 0:
         raise AudioError("audio.zero_duration", "the audio lasts zero seconds", "Âm thanh có độ dài bằng 0.")
     if info.duration_s is not None and info.duration_s > max_duration_s:
-        raise AudioError("audio.too_long", f"the audio lasts {info.duration_s:.0f}s, over the {max_duration_s:.0f}s limit",
+        raise AudioError("audio.too_long",
+                         f"the audio lasts {info.duration_s:.0f}s, over the {max_duration_s:.0f}s limit",
                          f"Âm thanh dài quá giới hạn {max_duration_s / 60:.0f} phút.")
     return info
 

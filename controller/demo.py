@@ -15,8 +15,8 @@ from sqlalchemy import select
 from audio import ffmpeg
 from controller import auth, keys
 from controller.db import session_scope
-from controller.services.provisioning import write_receiver_config
 from controller.models import Area, Bulletin, ProgrammeItem, Receiver, User
+from controller.services.provisioning import write_receiver_config
 from schedules.events import now_ms
 
 logger = logging.getLogger(__name__)

@@ -1,12 +1,14 @@
 """OpenAPI 3.1 description of /api/v1 (served at /api/v1/openapi.json)."""
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
+_JSON_ERROR = {"application/json": {"schema": _ERROR}}
 
 
 def _op(summary: str, responses: dict, **extra) -> dict:
     base = {"summary": summary, "security": [{"basic": []}],
-            "responses": {**responses, "401": {"description": "not authenticated", "content": {"application/json": {"schema": _ERROR}}},
-                          "403": {"description": "role or area forbids it", "content": {"application/json": {"schema": _ERROR}}}}}
+            "responses": {**responses,
+                          "401": {"description": "not authenticated", "content": _JSON_ERROR},
+                          "403": {"description": "role or area forbids it", "content": _JSON_ERROR}}}
     base.update(extra)
     return base
 

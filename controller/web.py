@@ -52,7 +52,8 @@ def login():
             session["uid"] = principal.id
             session["pw"] = user_hash[-16:]
             target = request.args.get("next", "")
-            return redirect(target if target.startswith("/") and not target.startswith("//") else url_for("web.overview"))
+            safe = target.startswith("/") and not target.startswith("//")
+            return redirect(target if safe else url_for("web.overview"))
     return render_template("login.html", error=error), (401 if error else 200)
 
 
@@ -70,7 +71,8 @@ def overview():
     db = get_db()
     visible = areas.subtree_ids(db, principal.area_id)
     now = now_ms()
-    receivers = db.scalars(select(Receiver).where(Receiver.area_id.in_(visible)).order_by(Receiver.area_id, Receiver.id)).all()
+    receivers = db.scalars(select(Receiver).where(Receiver.area_id.in_(visible))
+                           .order_by(Receiver.area_id, Receiver.id)).all()
     items = db.scalars(select(ProgrammeItem).where(ProgrammeItem.area_id.in_(visible),
                                                    ProgrammeItem.start_ms > now - 24 * 3600_000)
                        .order_by(ProgrammeItem.start_ms).limit(200)).all()

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import queue
 import shutil
 import signal
@@ -33,7 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from receiver.cache import DownloadCancelled, DownloadError, MediaCache
+from receiver.cache import DownloadCancelled, DownloadError, MediaCache, write_atomic
 from receiver.config import ReceiverConfig
 from receiver.decoder import Decoder, DecoderError
 from receiver.mqtt import MqttSession
@@ -88,25 +87,6 @@ def _now_ms() -> int:
 
 def _now_ms_f() -> float:
     return time.time_ns() / 1_000_000
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    try:
-        fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class Agent:
@@ -342,7 +322,7 @@ class Agent:
             self.emit(events.FAULT_RAISED, fault="conf_refused", kind="conf", code="conf.rollback", reason=reason)
             return
         try:
-            _write_atomic(self.state_dir / "conf.json", payload)
+            write_atomic(self.state_dir / "conf.json", payload)
         except OSError as exc:
             logger.error("rx %s: cannot store conf: %s", self.rx, exc)
         for scope in removed:
@@ -409,7 +389,7 @@ class Agent:
             )
             return
         try:
-            _write_atomic(self._manifest_path(scope), payload)
+            write_atomic(self._manifest_path(scope), payload)
         except OSError as exc:
             logger.error("rx %s: cannot store manifest %s: %s", self.rx, scope, exc)
         with self._lock:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 from helpers import basic, tone, wait_until
+
 from schedules.events import now_ms
 
 ADMIN = basic("admin", "pw-admin")

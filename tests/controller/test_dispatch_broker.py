@@ -7,6 +7,7 @@ import threading
 
 import paho.mqtt.client as paho
 import pytest
+from helpers import make_config, seed_district, wait_until
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import func, select
 
@@ -14,7 +15,6 @@ from controller import auth, create_app, db
 from controller.db import session_scope
 from controller.models import Bulletin, Event, Fault, Media, ProgrammeItem, Publication, Receiver
 from controller.mqtt import parse_url
-from helpers import make_config, seed_district, wait_until
 from schedules import events, signing, topics
 from schedules.events import now_ms
 
@@ -163,7 +163,8 @@ def test_embedded_broker_fallbacks(tmp_path):
             c.loop_stop()
             listener = Listener(broker.url, "loaxa/v1/test")
             try:
-                assert wait_until(lambda: listener.messages, what=f"{prefer} retained")[0][1] == b"x"
+                got = wait_until(lambda ls=listener: ls.messages, what=f"{prefer} retained")
+                assert got[0][1] == b"x"
             finally:
                 listener.close()
         finally:

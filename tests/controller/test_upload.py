@@ -6,11 +6,11 @@ import io
 from pathlib import Path
 
 import pytest
+from helpers import basic, tone, wait_until
 from sqlalchemy import func, select
 
 from controller.db import session_scope
 from controller.models import Bulletin, Media
-from helpers import basic, tone, wait_until
 
 ADMIN = basic("admin", "pw-admin")
 OP_PHU = basic("op-phu", "pw-op-phu")
@@ -21,7 +21,7 @@ def _store_is_empty(app) -> bool:
     incoming = Path(app.config["VAR_DIR"]) / "incoming"
     files = [p for d in (media, incoming) if d.exists() for p in d.iterdir()]
     with session_scope(app) as db:
-        rows = db.scalar(select(func.count()).select_from(Bulletin)) + db.scalar(select(func.count()).select_from(Media))
+        rows = sum(db.scalar(select(func.count()).select_from(t)) for t in (Bulletin, Media))
     return not files and rows == 0
 
 
@@ -93,8 +93,9 @@ def test_video_without_audio_is_refused(district, client, tmp_path):
 
 
 def test_upload_over_the_limit_is_refused(tmp_path):
-    from controller import create_app, db
     from helpers import make_config, seed_district
+
+    from controller import create_app, db
 
     app = create_app(make_config(tmp_path, MAX_UPLOAD_BYTES=10_000))
     db.upgrade(app.config["DATABASE_URL"])

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -20,8 +17,6 @@ from rx_support import (
     MediaServer,
     free_port,
     media_handler,
-    mosquitto_binary,
-    port_open,
     sine_mp3_file,
     unique,
 )
@@ -66,36 +61,10 @@ def media_server() -> Iterator[MediaServer]:
 
 
 @pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    """``LOAXA_TEST_MQTT_URL`` when set, else a Mosquitto started on a free port for this run."""
-    url = os.environ.get("LOAXA_TEST_MQTT_URL")
-    if url:
-        address = parse_mqtt_url(url)
-        yield Broker(url, address.host, address.port)
-        return
-    binary = mosquitto_binary()
-    if binary is None:
-        pytest.skip("no MQTT broker: set LOAXA_TEST_MQTT_URL or install mosquitto (not on PATH nor in /usr/sbin)")
-    directory = tmp_path_factory.mktemp("mosquitto")
-    port = free_port()
-    conf = directory / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n", encoding="utf-8")
-    with (directory / "mosquitto.log").open("wb") as log:
-        proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 10
-        while not port_open("127.0.0.1", port):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.skip(f"mosquitto did not start: {(directory / 'mosquitto.log').read_text(errors='replace')}")
-            time.sleep(0.05)
-        yield Broker(f"mqtt://127.0.0.1:{port}", "127.0.0.1", port)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def broker(mqtt_broker_url: str) -> Broker:
+    """The session's real broker (see tests/conftest.py) with its address split out."""
+    address = parse_mqtt_url(mqtt_broker_url)
+    return Broker(mqtt_broker_url, address.host, address.port)
 
 
 @pytest.fixture
