@@ -1,0 +1,52 @@
+"""Receivers: status, last heartbeat, recent events, what they played."""
+
+from __future__ import annotations
+
+import json
+
+from flask import jsonify
+from sqlalchemy import select
+
+from controller.api import bp, require
+from controller.db import get_db
+from controller.errors import ApiError
+from controller.models import Event, Receiver
+from controller.services import areas
+
+
+def receiver_json(rx: Receiver, detail: bool = False) -> dict:
+    """API view of a receiver; ``detail`` adds the last heartbeat and recent events."""
+    out = {"id": rx.id, "name": rx.name, "area": rx.area_id, "online": rx.online,
+           "last_seen_ms": rx.last_seen_ms, "lat": rx.lat, "lon": rx.lon}
+    if detail:
+        db = get_db()
+        out["heartbeat"] = json.loads(rx.last_hb) if rx.last_hb else None
+        evs = db.scalars(select(Event).where(Event.rx_id == rx.id).order_by(Event.ts_ms.desc()).limit(50)).all()
+        out["events"] = [json.loads(e.body) for e in evs]
+        out["played"] = [
+            {"item_id": e.item_id, "ts_ms": e.ts_ms, **{k: v for k, v in json.loads(e.body).items()
+                                                      if k in ("played_ms", "planned_duration_ms", "scope")}}
+            for e in evs if e.type == "playback.finished"
+        ]
+    return out
+
+
+@bp.get("/receivers")
+@require("viewer")
+def list_receivers(principal):
+    """Receivers of the visible areas."""
+    db = get_db()
+    visible = areas.subtree_ids(db, principal.area_id)
+    rows = db.scalars(select(Receiver).where(Receiver.area_id.in_(visible)).order_by(Receiver.id))
+    return jsonify({"receivers": [receiver_json(r) for r in rows]})
+
+
+@bp.get("/receivers/<rx_id>")
+@require("viewer")
+def get_receiver(principal, rx_id: str):
+    """One receiver: status, last heartbeat, recent events and what it played."""
+    db = get_db()
+    rx = db.get(Receiver, rx_id)
+    if rx is None or not principal.may_touch(db, rx.area_id):
+        raise ApiError(404, "receiver.not_found", f"no receiver {rx_id!r}", "Không tìm thấy cụm thu.")
+    return jsonify({"receiver": receiver_json(rx, detail=True)})
