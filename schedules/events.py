@@ -18,6 +18,7 @@ MANIFEST_ACCEPTED = "manifest.accepted"
 MANIFEST_REFUSED = "manifest.refused"
 CONF_ACCEPTED = "conf.accepted"
 COMMAND_ACK = "command.ack"
+COMMAND_REFUSED = "command.refused"
 
 TYPES = frozenset(
     {
@@ -30,6 +31,7 @@ TYPES = frozenset(
         MANIFEST_REFUSED,
         CONF_ACCEPTED,
         COMMAND_ACK,
+        COMMAND_REFUSED,
     }
 )
 

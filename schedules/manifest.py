@@ -42,16 +42,25 @@ class MediaRef:
     format: str = "mp3"
 
 
+ITEM_KINDS = ("audio", "text", "relay", "separator")
+
+
 @dataclass(frozen=True)
 class Item:
-    """One scheduled play of one media file."""
+    """One scheduled play: a media file, or a live relay (``url``) with its fallback in ``media``.
+
+    ``exclude`` names receivers of the scope that must not play it.
+    """
 
     id: str
     title: str
     start_ms: int
     duration_ms: int
     priority: str
-    media: MediaRef
+    media: MediaRef | None
+    kind: str = "audio"
+    url: str | None = None
+    exclude: tuple[str, ...] = ()
 
     @property
     def end_ms(self) -> int:
@@ -119,14 +128,35 @@ def _int(value: Any, name: str, minimum: int = 0) -> int:
     return value
 
 
-def _item(raw: dict[str, Any]) -> Item:
-    media = raw["media"]
+def _media(media: dict[str, Any]) -> MediaRef:
     sha = str(media["sha256"])
     if not _SHA256.match(sha):
         raise ManifestError(f"media sha256 {sha!r} is not 64 hex digits")
     path = str(media["path"])
     if ".." in path or not path.startswith("/"):
         raise ManifestError(f"media path {path!r} must be absolute and stay inside the media root")
+    return MediaRef(
+        sha256=sha,
+        path=path,
+        bytes=_int(media["bytes"], "media bytes"),
+        duration_ms=_int(media["duration_ms"], "media duration_ms"),
+        format=str(media.get("format", "mp3")),
+    )
+
+
+def _item(raw: dict[str, Any]) -> Item:
+    kind = str(raw.get("kind", "audio"))
+    if kind not in ITEM_KINDS:
+        raise ManifestError(f"unknown item kind {kind!r}")
+    url = raw.get("url")
+    if kind == "relay" and not isinstance(url, str):
+        raise ManifestError("a relay item needs its url")
+    media = raw.get("media")
+    if media is None and kind != "relay":
+        raise ManifestError("missing field 'media'")
+    exclude = raw.get("exclude", [])
+    if not isinstance(exclude, (list, tuple)) or not all(isinstance(x, str) for x in exclude):
+        raise ManifestError("exclude must be a list of receiver ids")
     item_id = str(raw["id"])
     if not _SAFE_ID.match(item_id):
         raise ManifestError(f"item id {item_id!r} has unsafe characters")
@@ -139,13 +169,10 @@ def _item(raw: dict[str, Any]) -> Item:
         start_ms=_int(raw["start_ms"], "start_ms"),
         duration_ms=_int(raw["duration_ms"], "duration_ms", minimum=1),
         priority=priority,
-        media=MediaRef(
-            sha256=sha,
-            path=path,
-            bytes=_int(media["bytes"], "media bytes"),
-            duration_ms=_int(media["duration_ms"], "media duration_ms"),
-            format=str(media.get("format", "mp3")),
-        ),
+        media=_media(media) if media is not None else None,
+        kind=kind,
+        url=url if isinstance(url, str) else None,
+        exclude=tuple(exclude),
     )
 
 
@@ -160,16 +187,22 @@ class Conflict:
     reason: str
 
 
-def merge(manifests: list[tuple[int, Manifest]]) -> tuple[list[tuple[str, Item]], list[Conflict]]:
+def merge(
+    manifests: list[tuple[int, Manifest]], rx_id: str | None = None
+) -> tuple[list[tuple[str, Item]], list[Conflict]]:
     """Merge the manifests a receiver holds into one timeline without overlaps.
 
     ``manifests`` pairs each manifest with the width of its scope (0 = widest,
     e.g. the province). On overlap the higher priority wins, then the wider
     scope, then the earlier start, then the id; the loser is returned as a
-    conflict, never silently dropped. Returns ``[(scope, item)]`` sorted by start.
+    conflict, never silently dropped. Items that exclude ``rx_id`` are left out
+    first. Returns ``[(scope, item)]`` sorted by start.
     """
     candidates = [
-        (width, m.scope, item) for width, m in manifests for item in m.items
+        (width, m.scope, item)
+        for width, m in manifests
+        for item in m.items
+        if rx_id is None or rx_id not in item.exclude
     ]
     # Strongest first: the greedy pass then never lets a weaker item displace a stronger one.
     candidates.sort(key=lambda c: (-priority_rank(c[2].priority), c[0], c[2].start_ms, c[2].id))

@@ -1,0 +1,148 @@
+"""Signed commands on ``cmd/<scope>``: emergency play, stop, volume, resync.
+
+A command body (signed like a manifest, :mod:`schedules.signing`) is::
+
+    {"kind": "command", "scope": "area/quang-phu", "action": "emergency",
+     "ts": 1700000000000, "nonce": "<uuid4 hex>", "expires": 1700000600000,
+     "args": {...}}
+
+``ts`` is when the controller issued it and ``expires`` when it stops being
+valid (both UTC epoch ms). A receiver refuses a command whose ``ts`` lies
+outside ``TS_TOLERANCE_MS`` of its clock, which has expired, or whose
+``nonce`` it has already seen (replay); it remembers nonces until their
+command could no longer pass the ``ts`` check.
+
+Actions and their ``args``:
+
+- ``emergency``: ``id``, ``media`` (a manifest media reference), ``volume``
+  (0-100), optional ``duration_ms`` (defaults to the media's): plays at once,
+  pre-empting everything; the programme resumes where it now stands.
+- ``stop``: ends what plays now (an emergency included).
+- ``volume``: ``volume`` (0-100) for the programme from now on.
+- ``resync``: re-subscribe, resend pending events and a heartbeat.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from schedules.manifest import ManifestError, MediaRef, _item
+
+ACTIONS = ("emergency", "stop", "volume", "resync")
+TS_TOLERANCE_MS = 5 * 60 * 1000
+"""How far a command's ``ts`` may be from the receiver's clock, either way."""
+MAX_TTL_MS = 24 * 3600 * 1000
+DEFAULT_TTL_MS = 10 * 60 * 1000
+_NONCE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+
+
+class CommandError(ValueError):
+    """A command is malformed, stale, expired or replayed; ``code`` is stable."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Command:
+    """One verified command."""
+
+    scope: str
+    action: str
+    ts: int
+    nonce: str
+    expires: int
+    args: dict[str, Any] = field(default_factory=dict)
+
+    def to_body(self) -> dict[str, Any]:
+        """The signed body (``kind`` = ``command``)."""
+        return {
+            "kind": "command",
+            "scope": self.scope,
+            "action": self.action,
+            "ts": self.ts,
+            "nonce": self.nonce,
+            "expires": self.expires,
+            "args": dict(self.args),
+        }
+
+    @property
+    def media(self) -> MediaRef:
+        """The media of an ``emergency`` command (validated by :meth:`from_body`)."""
+        return _emergency_item(self).media
+
+    @property
+    def volume(self) -> int | None:
+        """The volume the command carries, if any."""
+        value = self.args.get("volume")
+        return value if isinstance(value, int) else None
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> Command:
+        """Validate the shape of a verified body; raises CommandError (``cmd.*`` codes)."""
+        if body.get("kind") != "command":
+            raise CommandError("cmd.malformed", "body is not a command")
+        action = body.get("action")
+        if action not in ACTIONS:
+            raise CommandError("cmd.unknown_action", f"unknown action {action!r}")
+        ts, expires, nonce = body.get("ts"), body.get("expires"), body.get("nonce")
+        for name, value in (("ts", ts), ("expires", expires)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise CommandError("cmd.malformed", f"{name} must be epoch milliseconds")
+        if not isinstance(nonce, str) or not _NONCE.match(nonce):
+            raise CommandError("cmd.malformed", "nonce must be 16-64 letters, digits, '-' or '_'")
+        args = body.get("args", {})
+        if not isinstance(args, dict):
+            raise CommandError("cmd.malformed", "args must be an object")
+        assert isinstance(ts, int) and isinstance(expires, int)
+        if expires <= ts or expires - ts > MAX_TTL_MS:
+            raise CommandError("cmd.malformed", "expires must be after ts, by at most 24 h")
+        command = cls(str(body.get("scope")), action, ts, nonce, expires, args)
+        volume = args.get("volume")
+        if action in ("volume", "emergency") or volume is not None:
+            if not isinstance(volume, int) or isinstance(volume, bool) or not 0 <= volume <= 100:
+                raise CommandError("cmd.malformed", "volume must be an integer 0-100")
+        if action == "emergency":
+            _emergency_item(command)
+        return command
+
+    def check_time(self, now_ms: int, tolerance_ms: int = TS_TOLERANCE_MS) -> None:
+        """Raise CommandError (``cmd.stale``, ``cmd.expired``) unless valid at ``now_ms``."""
+        if abs(now_ms - self.ts) > tolerance_ms:
+            off_s, tol_s = (now_ms - self.ts) / 1000, tolerance_ms / 1000
+            raise CommandError("cmd.stale", f"ts is {off_s:+.1f} s from the local clock (tolerance ±{tol_s:.0f} s)")
+        if now_ms >= self.expires:
+            raise CommandError("cmd.expired", f"expired {(now_ms - self.expires) / 1000:.1f} s ago")
+
+
+def _emergency_item(command: Command) -> Any:
+    args = command.args
+    try:
+        duration = args.get("duration_ms", args["media"]["duration_ms"])
+        return _item(
+            {
+                "id": args["id"],
+                "title": args.get("title", ""),
+                "start_ms": command.ts,
+                "duration_ms": duration,
+                "priority": "emergency",
+                "media": args["media"],
+            }
+        )
+    except KeyError as exc:
+        raise CommandError("cmd.malformed", f"emergency lacks {exc.args[0]!r}") from exc
+    except (ManifestError, TypeError, AttributeError) as exc:
+        raise CommandError("cmd.malformed", f"emergency: {exc}") from exc
+
+
+def make_command(
+    scope: str, action: str, args: dict[str, Any] | None = None, *, now_ms: int, ttl_ms: int = DEFAULT_TTL_MS
+) -> Command:
+    """A new command with a fresh nonce, valid for ``ttl_ms`` from ``now_ms``."""
+    command = Command(scope, action, now_ms, uuid.uuid4().hex, now_ms + ttl_ms, dict(args or {}))
+    Command.from_body(command.to_body())  # refuse to build what receivers would refuse
+    return command
