@@ -26,9 +26,29 @@ DEFAULTS: dict[str, Any] = {
     "MAX_DURATION_S": 3 * 3600,
     "AUDIO_BITRATE": "48k",
     "AUDIO_WORKERS": 2,
+    "AUDIO_FORMAT": "mp3",  # distribution format: mp3 or opus
+    "AUDIO_SAMPLE_RATE": 44100,
+    "AUDIO_TARGET_LUFS": -16.0,  # EBU R128 integrated loudness of every output
+    "AUDIO_TRUE_PEAK_DB": -1.5,
+    "AUDIO_HIGHPASS_HZ": 120,  # speech band for horn speakers; 0 disables
+    "AUDIO_TRIM_SILENCE": True,  # trim leading and trailing silence
+    "AUDIO_CORRECT_UP_TO_S": 1800,  # outputs up to this long are re-measured and re-encoded when off target
+    "TTS_ENGINES": "gtts,espeak",  # order tried; piper goes first when TTS_PIPER_MODEL is set
+    "TTS_GTTS_URL": None,  # default: Google's endpoint
+    "TTS_GTTS_TIMEOUT_S": 5,
+    "TTS_ESPEAK_VOICE": "vi",  # vi (northern), vi-vn-x-central, vi-vn-x-south
+    "TTS_ESPEAK_RATE": 140,
+    "TTS_ESPEAK_WORD_GAP": 3,  # extra pause between words, 10 ms units
+    "TTS_PIPER_MODEL": None,  # path of a Piper .onnx voice
+    "TTS_PIPER_COMMAND": "piper",
+    "TTS_ABBREVIATIONS": {},  # operator additions, e.g. {"QP" = "Quảng Phú"} in the TOML file
+    "TTS_MAX_CHARS": 20000,
     "TIMEZONE": "Asia/Ho_Chi_Minh",
     "START_SERVICES": True,  # MQTT link, telemetry and scheduler; off for pure unit tests
     "MANIFEST_REFRESH_S": 600,
+    "REBUILD_DEBOUNCE_S": 1.0,  # a programme change is published this long after the last edit
+    "MISSED_CHECK_S": 300,
+    "MISSED_GRACE_S": 120,  # a play counts as missed when no start was reported this long after its end
 }
 
 

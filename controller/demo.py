@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import tempfile
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -88,20 +89,25 @@ def _demo_bulletin(app: Flask) -> None:
             logger.error("demo bulletin could not be prepared: %s", bulletin.error_message)
             return
         now = now_ms()
+        tz = ZoneInfo(app.config["TIMEZONE"])
+        communes = ["quang-dien/quang-an", "quang-dien/quang-phu"]
+        common = dict(bulletin_id=bulletin.id, kind="audio", duration_ms=bulletin.media.duration_ms,
+                      priority="normal", status="approved", created_ms=now, approved_ms=now)
+        daily = db.scalars(select(ProgrammeItem).where(ProgrammeItem.bulletin_id == bulletin.id,
+                                                       ProgrammeItem.mode == "daily")).first()
+        if daily is None:
+            # Every evening session of both communes opens with the bulletin.
+            db.add(ProgrammeItem(area_id="quang-dien", targets=json.dumps(communes), session_key="evening",
+                                 mode="daily", **common))
         upcoming = db.scalars(select(ProgrammeItem).where(ProgrammeItem.bulletin_id == bulletin.id,
                                                           ProgrammeItem.start_ms > now)).first()
-        if upcoming is not None:
-            return
-        tz = ZoneInfo(app.config["TIMEZONE"])
-        soon = (now // 1000 + 120) * 1000
-        evening = datetime.now(tz).replace(hour=17, minute=0, second=0, microsecond=0)
-        if evening.timestamp() * 1000 <= now:
-            evening += timedelta(days=1)
-        for area_id in ("quang-dien/quang-phu", "quang-dien/quang-an"):
-            for start in (soon, int(evening.timestamp() * 1000)):
-                db.add(ProgrammeItem(bulletin_id=bulletin.id, area_id=area_id, start_ms=start,
-                                     duration_ms=bulletin.media.duration_ms, priority="normal", status="approved",
-                                     created_ms=now))
+        if upcoming is None:
+            # And once, two minutes from now, so a visitor sees it play.
+            soon = datetime.fromtimestamp(now // 1000 + 120, tz)
+            for area_id in communes:
+                db.add(ProgrammeItem(area_id=area_id, mode="once", day=soon.date().isoformat(),
+                                     at_s=soon.hour * 3600 + soon.minute * 60 + soon.second,
+                                     start_ms=int(soon.timestamp() * 1000), **common))
 
 
 def receiver_configs(app: Flask, broker_url: str, tokens: dict[str, str], state_root: Path) -> list[Path]:

@@ -22,6 +22,7 @@ class Area(Base):
     name: Mapped[str] = mapped_column(String(200))
     level: Mapped[str] = mapped_column(String(20))
     parent_id: Mapped[str | None] = mapped_column(ForeignKey("areas.id"), index=True)
+    require_distinct_approver: Mapped[bool] = mapped_column(Boolean, default=False)
     parent: Mapped[Area | None] = relationship(remote_side=[id])
 
 
@@ -63,6 +64,9 @@ class Media(Base):
     bytes: Mapped[int] = mapped_column(BigInteger)
     duration_ms: Mapped[int] = mapped_column(Integer)
     created_ms: Mapped[int] = mapped_column(BigInteger)
+    loudness_lufs: Mapped[float | None] = mapped_column(Float)  # measured after normalisation
+    true_peak_db: Mapped[float | None] = mapped_column(Float)  # after normalisation (dBTP)
+    peaks: Mapped[str | None] = mapped_column(Text)  # JSON list of 0..1 peaks for a waveform
 
 
 class Bulletin(Base):
@@ -81,23 +85,109 @@ class Bulletin(Base):
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_ms: Mapped[int] = mapped_column(BigInteger)
     media: Mapped[Media | None] = relationship()
+    progress: Mapped[int | None] = mapped_column(Integer)  # percent while processing
+    error_message_vi: Mapped[str | None] = mapped_column(Text)
+    text: Mapped[str | None] = mapped_column(Text)  # the text of a text-to-speech bulletin
+    tts_engine: Mapped[str | None] = mapped_column(String(20))  # engine that spoke it: gtts, espeak, piper
+    tts_voice: Mapped[str | None] = mapped_column(String(200))
+    loudness_in_lufs: Mapped[float | None] = mapped_column(Float)  # measured on the source
+    peak_in_db: Mapped[float | None] = mapped_column(Float)  # sample peak of the source
+    updated_ms: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class ProgrammeItem(Base):
-    """A bulletin placed at a time for an area."""
+    """A programme item: what plays (bulletin, relay, separator), where, when, how often.
+
+    ``area_id`` is the owning area (for permissions); ``targets`` (JSON list)
+    the areas it plays in. Placement is a session (``session_key``) or a local
+    time of day (``at_s``). ``start_ms`` is the first play of a play-once item.
+    """
 
     __tablename__ = "programme_items"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    bulletin_id: Mapped[int] = mapped_column(ForeignKey("bulletins.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(12), default="audio")
+    title: Mapped[str | None] = mapped_column(String(300))
+    bulletin_id: Mapped[int | None] = mapped_column(ForeignKey("bulletins.id"), index=True)
+    fallback_bulletin_id: Mapped[int | None] = mapped_column(ForeignKey("bulletins.id"))
+    relay_url: Mapped[str | None] = mapped_column(String(1000))
     area_id: Mapped[str] = mapped_column(ForeignKey("areas.id"), index=True)
-    start_ms: Mapped[int] = mapped_column(BigInteger, index=True)
+    targets: Mapped[str | None] = mapped_column(Text)
+    exclude: Mapped[str | None] = mapped_column(Text)
+    start_ms: Mapped[int | None] = mapped_column(BigInteger, index=True)
     duration_ms: Mapped[int] = mapped_column(Integer)
     priority: Mapped[str] = mapped_column(String(12), default="normal")
-    status: Mapped[str] = mapped_column(String(12), default="approved")
+    session_key: Mapped[str | None] = mapped_column(String(40))
+    at_s: Mapped[int | None] = mapped_column(Integer)
+    mode: Mapped[str] = mapped_column(String(10), default="once")
+    day: Mapped[str | None] = mapped_column(String(10))
+    weekdays: Mapped[int] = mapped_column(Integer, default=0)
+    date_from: Mapped[str | None] = mapped_column(String(10))
+    date_to: Mapped[str | None] = mapped_column(String(10))
+    repeat_count: Mapped[int] = mapped_column(Integer, default=1)
+    repeat_gap_s: Mapped[int] = mapped_column(Integer, default=0)
+    sort_order: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(12), default="draft")
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_ms: Mapped[int] = mapped_column(BigInteger)
-    bulletin: Mapped[Bulletin] = relationship()
+    approved_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    approved_ms: Mapped[int | None] = mapped_column(BigInteger)
+    bulletin: Mapped[Bulletin | None] = relationship(foreign_keys=[bulletin_id])
+    fallback: Mapped[Bulletin | None] = relationship(foreign_keys=[fallback_bulletin_id])
     area: Mapped[Area] = relationship()
+
+
+class SessionTemplateRow(Base):
+    """An area's own recurring session (when absent, the level defaults apply)."""
+
+    __tablename__ = "session_templates"
+    __table_args__ = (UniqueConstraint("area_id", "key"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    area_id: Mapped[str] = mapped_column(ForeignKey("areas.id"), index=True)
+    key: Mapped[str] = mapped_column(String(40))
+    name: Mapped[str] = mapped_column(String(100))
+    start_s: Mapped[int] = mapped_column(Integer)
+    end_s: Mapped[int] = mapped_column(Integer)
+    weekdays: Mapped[int] = mapped_column(Integer, default=0b0111111)
+
+
+class ExtraSessionRow(Base):
+    """A session added to one day of one area (storm season)."""
+
+    __tablename__ = "extra_sessions"
+    __table_args__ = (UniqueConstraint("area_id", "day", "key"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    area_id: Mapped[str] = mapped_column(ForeignKey("areas.id"), index=True)
+    day: Mapped[str] = mapped_column(String(10))
+    key: Mapped[str] = mapped_column(String(40))
+    name: Mapped[str] = mapped_column(String(100))
+    start_s: Mapped[int] = mapped_column(Integer)
+    end_s: Mapped[int] = mapped_column(Integer)
+
+
+class MissedPlay(Base):
+    """A play that was due on a receiver and never started (found by the scheduler)."""
+
+    __tablename__ = "missed_plays"
+    __table_args__ = (UniqueConstraint("occurrence_id", "rx_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    occurrence_id: Mapped[str] = mapped_column(String(200), index=True)
+    programme_item_id: Mapped[int] = mapped_column(Integer, index=True)
+    rx_id: Mapped[str] = mapped_column(String(80), index=True)
+    planned_start_ms: Mapped[int] = mapped_column(BigInteger, index=True)
+    detected_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class AuditEntry(Base):
+    """Who changed what, when: every programme change is written here."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ts_ms: Mapped[int] = mapped_column(BigInteger, index=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    action: Mapped[str] = mapped_column(String(40))
+    object_type: Mapped[str] = mapped_column(String(40))
+    object_id: Mapped[str] = mapped_column(String(120), index=True)
+    detail: Mapped[str | None] = mapped_column(Text)
 
 
 class Publication(Base):
@@ -122,7 +212,8 @@ class Event(Base):
     rx_id: Mapped[str] = mapped_column(String(80), index=True)
     ts_ms: Mapped[int] = mapped_column(BigInteger)
     type: Mapped[str] = mapped_column(String(40), index=True)
-    item_id: Mapped[str | None] = mapped_column(String(80), index=True)
+    item_id: Mapped[str | None] = mapped_column(String(200), index=True)
+    programme_item_id: Mapped[int | None] = mapped_column(Integer, index=True)
     body: Mapped[str] = mapped_column(Text)
     received_ms: Mapped[int] = mapped_column(BigInteger)
 

@@ -8,13 +8,16 @@ scheduler. Tests and CLI commands that only touch the database skip ``start``.
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, timedelta
 
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Flask, current_app
 
 from controller import keys
 from controller.broker import EmbeddedBroker
 from controller.mqtt import ControllerLink
+from controller.services import asrun
 from controller.services.catalogue import Catalogue
 from controller.services.dispatch import Dispatcher
 from controller.services.telemetry import SUBSCRIPTIONS, Telemetry
@@ -34,6 +37,8 @@ class Services:
         self.broker: EmbeddedBroker | None = None
         self.link: ControllerLink | None = None
         self.scheduler: BackgroundScheduler | None = None
+        # Jobs are stored in the database, so they name their controller by a picklable key.
+        self.key_id = app.config["SIGNING_KEY_FILE"]
         self.mqtt_url: str | None = app.config.get("MQTT_URL")
 
     def _publish(self, topic: str, payload: bytes, retain: bool) -> None:
@@ -51,11 +56,25 @@ class Services:
         self.link = ControllerLink(self.mqtt_url, self.app.config["MQTT_CLIENT_ID"], SUBSCRIPTIONS,
                                    self.telemetry.on_message, on_connect=self._on_connect)
         self.link.start()
-        self.scheduler = BackgroundScheduler(timezone="UTC")
-        self.scheduler.add_job(refresh_manifests, "interval", args=[self.app],
-                               seconds=int(self.app.config["MANIFEST_REFRESH_S"]),
-                               id="refresh-manifests", max_instances=1, coalesce=True)
+        _RUNNING[self.key_id] = self
+        store = SQLAlchemyJobStore(engine=self.app.extensions["loaxa.engine"], tablename="apscheduler_jobs")
+        self.scheduler = BackgroundScheduler(jobstores={"default": store}, timezone="UTC",
+                                             job_defaults={"coalesce": True, "max_instances": 1,
+                                                           "misfire_grace_time": 300})
+        # Persistent jobs (they survive a restart); replace_existing keeps one of each.
+        self.scheduler.add_job(refresh_manifests, "interval", args=[self.key_id], replace_existing=True,
+                               seconds=int(self.app.config["MANIFEST_REFRESH_S"]), id="refresh-manifests")
+        self.scheduler.add_job(mark_missed, "interval", args=[self.key_id], replace_existing=True,
+                               seconds=int(self.app.config["MISSED_CHECK_S"]), id="mark-missed")
         self.scheduler.start()
+
+    def programme_changed(self) -> None:
+        """Debounced: rebuild and publish manifests shortly after the last change."""
+        if self.scheduler is None:
+            return
+        run_at = datetime.now(UTC) + timedelta(seconds=float(self.app.config["REBUILD_DEBOUNCE_S"]))
+        self.scheduler.add_job(refresh_manifests, "date", run_date=run_at, args=[self.key_id],
+                               id="rebuild-manifests", replace_existing=True)
 
     def _on_connect(self) -> None:
         if self.broker is not None:
@@ -68,6 +87,7 @@ class Services:
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
             self.scheduler = None
+        _RUNNING.pop(self.key_id, None)
         if self.link is not None:
             self.link.stop()
             self.link = None
@@ -78,11 +98,27 @@ class Services:
             self.broker = None
 
 
-def refresh_manifests(app: Flask) -> None:
+_RUNNING: dict[str, Services] = {}
+
+
+def refresh_manifests(key_id: str) -> None:
     """Scheduler job: roll the 48-hour window and publish whatever changed."""
-    svc: Services = app.extensions["loaxa.services"]
+    svc = _RUNNING.get(key_id)
+    if svc is None:
+        logger.warning("refresh job for a controller that is not running here (%s)", key_id)
+        return
     sent = svc.dispatcher.publish_everything()
     logger.info("manifest refresh: %d message(s) published", sent)
+
+
+def mark_missed(key_id: str) -> None:
+    """Scheduler job: record plays that were due and never started."""
+    svc = _RUNNING.get(key_id)
+    if svc is None:
+        return
+    found = asrun.mark_missed(svc.app)
+    if found:
+        logger.warning("%d missed play(s) recorded", found)
 
 
 def init_app(app: Flask) -> None:

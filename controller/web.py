@@ -12,10 +12,12 @@ from sqlalchemy import func, select
 
 from controller import auth
 from controller.db import get_db
-from controller.models import Area, Event, ProgrammeItem, Receiver
+from controller.models import Area, Event, Receiver
 from controller.services import areas
-from controller.services.dispatch import item_wire_id
+from controller.services.programme import load_programme
 from schedules.events import now_ms
+from schedules.manifest import Item
+from schedules.planner import plan
 
 bp = Blueprint("web", __name__)
 
@@ -73,20 +75,26 @@ def overview():
     now = now_ms()
     receivers = db.scalars(select(Receiver).where(Receiver.area_id.in_(visible))
                            .order_by(Receiver.area_id, Receiver.id)).all()
-    items = db.scalars(select(ProgrammeItem).where(ProgrammeItem.area_id.in_(visible),
-                                                   ProgrammeItem.start_ms > now - 24 * 3600_000)
-                       .order_by(ProgrammeItem.start_ms).limit(200)).all()
+    # What plays from 12 hours ago to 36 hours ahead, occurrence by occurrence.
+    programme, nodes = load_programme(db)
+    since = now - 12 * 3600_000
+    result = plan(programme, nodes, since, tz_name=current_app.config["TIMEZONE"], window_ms=48 * 3600_000)
+    occurrences = sorted(((scope.removeprefix("area/"), i) for scope, m in result.manifests.items()
+                          for i in m.items if scope.removeprefix("area/") in visible),
+                         key=lambda x: (x[1].start_ms, x[1].id))[:300]
+    ids = [i.id for _, i in occurrences]
     played = dict(db.execute(
         select(Event.item_id, func.count(func.distinct(Event.rx_id)))
-        .where(Event.type == "playback.finished", Event.item_id.in_([item_wire_id(i) for i in items]))
-        .group_by(Event.item_id)).all())
+        .where(Event.type == "playback.finished", Event.item_id.in_(ids))
+        .group_by(Event.item_id)).all()) if ids else {}
     area_names = {a.id: a.name for a in db.scalars(select(Area).where(Area.id.in_(visible)))}
     rx_per_area: dict[str, int] = {}
     for rx in receivers:
         for a in areas.ancestors(db, rx.area_id):
             rx_per_area[a.id] = rx_per_area.get(a.id, 0) + 1
-    rows = [{"item": i, "wire": item_wire_id(i), "played": played.get(item_wire_id(i), 0),
-             "expected": rx_per_area.get(i.area_id, 0), "state": _item_state(i, now)} for i in items]
+    rows = [{"item": i, "area_id": area_id, "wire": i.id, "played": played.get(i.id, 0),
+             "expected": rx_per_area.get(area_id, 0) - len(i.exclude), "state": _item_state(i, now)}
+            for area_id, i in occurrences]
     online = sum(1 for r in receivers if _is_online(r, now))
     return render_template("overview.html", principal=principal, receivers=receivers, rows=rows,
                            area_names=area_names, online=online, now=now, is_online=_is_online,
@@ -111,7 +119,7 @@ def _is_online(rx: Receiver, now: int) -> bool:
     return bool(rx.online and rx.last_seen_ms and now - rx.last_seen_ms < STALE_MS)
 
 
-def _item_state(item: ProgrammeItem, now: int) -> str:
+def _item_state(item: Item, now: int) -> str:
     if now < item.start_ms:
         return "scheduled"
     if now < item.start_ms + item.duration_ms:

@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import requests
 from helpers import make_config, seed_district, tone, wait_until
-from waitress import create_server
+from werkzeug.serving import make_server
 
 from controller import create_app, db
 from controller.broker import free_port
@@ -45,11 +45,13 @@ def controller(tmp_path, mqtt_url):
     seed_district(app)
     svc = app.extensions["loaxa.services"]
     svc.start()
-    server = create_server(app, host="127.0.0.1", port=port, threads=4)
-    thread = threading.Thread(target=server.run, daemon=True)
+    # werkzeug's threaded server stops cleanly from another thread (waitress's close() races its loop).
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield app
-    server.close()
+    server.shutdown()
+    server.server_close()
     thread.join(5)
     svc.stop()
     app.extensions["loaxa.engine"].dispose()
@@ -110,7 +112,9 @@ def test_one_bulletin_end_to_end(controller, receiver, tmp_path, mqtt_url):
     start_ms = int(start_local.timestamp() * 1000)
     assert item["start_ms"] == start_ms
 
-    sidecar = sink_dir / f"{item['wire_id']}-{start_ms}.json"
+    occurrence = item["occurrences"][0]
+    recorded = f"{occurrence.replace('/', '_')}-{start_ms}"  # the sink keeps ids file-name safe
+    sidecar = sink_dir / f"{recorded}.json"
     meta = wait_until(lambda: sidecar.exists() and (m := json.loads(sidecar.read_text())).get("closed_ms") and m,
                       timeout=40, what=f"the file sink to record the item (receiver log: {log})")
 
@@ -118,7 +122,7 @@ def test_one_bulletin_end_to_end(controller, receiver, tmp_path, mqtt_url):
     assert abs(meta["first_sample_ms"] - start_ms) < 200, meta
     # The bytes decode to the bulletin: its duration, and its 880 Hz tone.
     pcm = array.array("h")
-    pcm.frombytes((sink_dir / f"{item['wire_id']}-{start_ms}.pcm").read_bytes())
+    pcm.frombytes((sink_dir / f"{recorded}.pcm").read_bytes())
     assert (meta["sample_rate"], meta["channels"]) == (44100, 1)
     assert abs(len(pcm) / 44100 * 1000 - duration_ms) < 100
     middle = pcm[44100: 2 * 44100]
@@ -129,8 +133,8 @@ def test_one_bulletin_end_to_end(controller, receiver, tmp_path, mqtt_url):
     detail = wait_until(lambda: (r := _api(controller, "/api/v1/receivers/phu-1")["receiver"])["played"] and r,
                         what="playback.finished ingested")
     assert detail["online"] is True
-    assert [p["item_id"] for p in detail["played"]] == [item["wire_id"]]
-    kinds = [e["type"] for e in detail["events"] if e.get("item_id") == item["wire_id"]]
+    assert [p["item_id"] for p in detail["played"]] == [item["occurrences"][0]]
+    kinds = [e["type"] for e in detail["events"] if e.get("item_id") == item["occurrences"][0]]
     assert sorted(kinds) == ["playback.finished", "playback.started"]
 
     page = requests.Session()
@@ -138,7 +142,7 @@ def test_one_bulletin_end_to_end(controller, receiver, tmp_path, mqtt_url):
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', login).group(1)
     page.post(base + "/login", data={"username": "admin", "password": "pw-admin", "csrf_token": csrf}, timeout=10)
     html = page.get(base + "/receivers/phu-1", timeout=10).text
-    assert "Trực tuyến" in html and "Phát xong" in html and item["wire_id"] in html
+    assert "Trực tuyến" in html and "Phát xong" in html and item["occurrences"][0] in html
     overview = page.get(base + "/", timeout=10).text
     assert 'data-rx="phu-1" data-online="yes"' in overview and "1/1 cụm" in overview
 

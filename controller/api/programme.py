@@ -1,25 +1,66 @@
-"""Programme items: schedule a ready bulletin, list what is planned."""
+"""The programme: items (CRUD, approval), session templates, extra sessions, timeline, audit."""
 
 from __future__ import annotations
 
-from datetime import datetime
+import json
+from datetime import date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from flask import current_app, jsonify, request
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
+from controller import auth
 from controller.api import bp, check_area, require
 from controller.api.bulletins import bulletin_in_scope
 from controller.db import get_db
-from controller.errors import ApiError
-from controller.models import ProgrammeItem
+from controller.errors import FORBIDDEN, ApiError
+from controller.models import (
+    Area,
+    AuditEntry,
+    Event,
+    ExtraSessionRow,
+    MissedPlay,
+    ProgrammeItem,
+    Receiver,
+    SessionTemplateRow,
+)
 from controller.runtime import services
 from controller.services import areas
-from controller.services.dispatch import item_wire_id
-from schedules.events import now_ms
-from schedules.manifest import PRIORITIES
+from controller.services import programme as svc_programme
+from controller.services.programme import (
+    LIVE_STATUSES,
+    audit,
+    entry_from_row,
+    seconds_to_time,
+    targets_of,
+    templates_of,
+    time_to_seconds,
+    weekdays_to_mask,
+)
+from schedules import topics
+from schedules.events import PLAYBACK_FINISHED, now_ms
+from schedules.planner import occurrence_id, plan, session_slots
+from schedules.programme import (
+    KINDS,
+    MODES,
+    ExtraSession,
+    ProgrammeError,
+    SessionTemplate,
+    parse_hhmm,
+    validate_entry,
+    validate_sessions,
+)
 
 MAX_SCHEDULE_AHEAD_MS = 400 * 24 * 3600 * 1000
+ITEM_FIELDS = ("kind", "bulletin_id", "fallback_bulletin_id", "relay_url", "duration_s", "title", "area", "targets",
+               "exclude", "priority", "session", "at", "start", "start_ms", "mode", "date", "weekdays", "date_from",
+               "date_to", "repeat", "gap_s", "order")
+
+
+def _tz() -> ZoneInfo:
+    return ZoneInfo(current_app.config["TIMEZONE"])
 
 
 def parse_local_time(text: str, tz: str) -> int:
@@ -34,68 +75,479 @@ def parse_local_time(text: str, tz: str) -> int:
     return int(dt.timestamp() * 1000)
 
 
-def item_json(p: ProgrammeItem) -> dict:
-    """API view of a programme item."""
-    return {"id": p.id, "wire_id": item_wire_id(p), "bulletin": p.bulletin_id, "title": p.bulletin.title,
-            "area": p.area_id, "start_ms": p.start_ms, "duration_ms": p.duration_ms, "priority": p.priority,
-            "status": p.status}
+def _date(value: Any, name: str) -> date | None:
+    if value in (None, ""):
+        return None
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError as exc:
+        raise ApiError(400, "request.bad_date", f"{name} must be YYYY-MM-DD", f"Ngày ({name}) không hợp lệ.") from exc
 
 
-@bp.post("/programme/items")
-@require("operator")
-def schedule_item(principal):
-    """Place a ready bulletin at a local time (``start``) or epoch ms (``start_ms``) for an area."""
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        raise ApiError(400, "request.not_json", "body must be a JSON object", "Dữ liệu gửi lên không hợp lệ.")
-    bulletin = bulletin_in_scope(principal, _int_field(data, "bulletin_id"))
-    if bulletin.status != "ready" or bulletin.media is None:
-        raise ApiError(409, "bulletin.not_ready", f"bulletin is {bulletin.status}, not ready",
-                       "Bản tin chưa xử lý xong, chưa thể xếp lịch.")
-    area = check_area(principal, str(data.get("area") or bulletin.area_id))
-    if "start_ms" in data:
-        start_ms = _int_field(data, "start_ms")
-    elif isinstance(data.get("start"), str):
-        start_ms = parse_local_time(data["start"], current_app.config["TIMEZONE"])
-    else:
-        raise ApiError(400, "schedule.bad_time", "give start (local time) or start_ms",
-                       "Cần chọn thời gian phát.")
-    now = now_ms()
-    if start_ms < now - 1000:
-        raise ApiError(422, "schedule.in_past", "the start time has passed", "Thời gian phát đã qua.")
-    if start_ms > now + MAX_SCHEDULE_AHEAD_MS:
-        raise ApiError(422, "schedule.too_far", "the start time is more than 400 days ahead",
-                       "Thời gian phát quá xa (hơn 400 ngày).")
-    priority = str(data.get("priority", "normal"))
-    if priority not in PRIORITIES:
-        raise ApiError(400, "schedule.bad_priority", f"priority must be one of {', '.join(PRIORITIES)}",
-                       "Mức ưu tiên không hợp lệ.")
-    db = get_db()
-    item = ProgrammeItem(bulletin_id=bulletin.id, area_id=area.id, start_ms=start_ms,
-                         duration_ms=bulletin.media.duration_ms, priority=priority, status="approved",
-                         created_by=principal.id, created_ms=now)
-    db.add(item)
-    db.commit()
-    svc = services()
-    if svc is not None and svc.dispatcher is not None:
-        svc.dispatcher.publish_areas([area.id])
-    return jsonify({"item": item_json(item)}), 201
-
-
-def _int_field(data: dict, name: str) -> int:
-    value = data.get(name)
+def _int(data: dict, name: str, default: int | None = None) -> int:
+    value = data.get(name, default)
     if not isinstance(value, int) or isinstance(value, bool):
         raise ApiError(400, "request.bad_field", f"{name} must be an integer", f"Trường {name} phải là số nguyên.")
     return value
 
 
+def _str_list(data: dict, name: str) -> list[str]:
+    value = data.get(name) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value) or len(value) > 500:
+        raise ApiError(400, "request.bad_field", f"{name} must be a list of ids", f"Trường {name} không hợp lệ.")
+    return sorted(set(value))
+
+
+def item_json(p: ProgrammeItem) -> dict:
+    """API view of a programme item."""
+    e = entry_from_row(p)
+    out = {
+        "id": p.id, "kind": p.kind, "title": e.title, "bulletin": p.bulletin_id, "fallback": p.fallback_bulletin_id,
+        "relay_url": p.relay_url, "area": p.area_id, "targets": list(e.areas), "exclude": list(e.exclude),
+        "priority": p.priority, "session": p.session_key,
+        "at": e.at.strftime("%H:%M:%S") if e.at else None, "mode": p.mode, "date": p.day,
+        "weekdays": sorted(e.weekdays), "date_from": p.date_from, "date_to": p.date_to, "repeat": p.repeat_count,
+        "gap_s": p.repeat_gap_s, "order": p.sort_order, "duration_ms": p.duration_ms, "start_ms": p.start_ms,
+        "status": p.status, "created_by": p.created_by, "approved_by": p.approved_by,
+    }
+    if p.mode == "once" and e.day and e.at is not None:
+        out["occurrences"] = [occurrence_id(p.id, a, e.day, r) for a in e.areas for r in range(p.repeat_count)]
+    return out
+
+
+def _row_input(p: ProgrammeItem) -> dict:
+    """A stored item as the request body that would create it (PATCH merges into this)."""
+    j = item_json(p)
+    body = {k: j[k] for k in ("kind", "title", "relay_url", "area", "targets", "exclude", "priority", "mode",
+                              "weekdays", "date_from", "date_to", "repeat", "gap_s", "order")}
+    body.update(bulletin_id=p.bulletin_id, fallback_bulletin_id=p.fallback_bulletin_id, date=p.day)
+    if p.kind == "relay":
+        body["duration_s"] = p.duration_ms // 1000
+    if p.session_key:
+        body["session"] = p.session_key
+    else:
+        body["at"] = j["at"]
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def _parse_item(principal: auth.Principal, db: Session, data: dict, creating: bool) -> dict:
+    """Validate a request body; returns the column values of the item (nothing is written)."""
+    unknown = set(data) - set(ITEM_FIELDS)
+    if unknown:
+        raise ApiError(400, "request.unknown_field", f"unknown field(s): {', '.join(sorted(unknown))}",
+                       "Dữ liệu có trường không hợp lệ.")
+    bulletin = bulletin_in_scope(principal, _int(data, "bulletin_id")) if data.get("bulletin_id") is not None else None
+    kind = str(data.get("kind") or ("relay" if data.get("relay_url") else
+                                    "text" if bulletin is not None and bulletin.kind == "text" else "audio"))
+    if kind not in KINDS:
+        raise ApiError(400, "item.bad_kind", f"kind must be one of {', '.join(KINDS)}", "Loại mục không hợp lệ.")
+    fallback = None
+    if kind == "relay":
+        duration_ms = _int(data, "duration_s") * 1000
+        if data.get("fallback_bulletin_id") is not None:
+            fallback = bulletin_in_scope(principal, _int(data, "fallback_bulletin_id"))
+        bulletin = None
+    else:
+        if bulletin is None:
+            raise ApiError(400, "item.no_bulletin", "bulletin_id is required", "Cần chọn bản tin.")
+        if bulletin.status != "ready" or bulletin.media is None:
+            raise ApiError(409, "bulletin.not_ready", f"bulletin is {bulletin.status}, not ready",
+                           "Bản tin chưa xử lý xong, chưa thể xếp lịch.")
+        duration_ms = bulletin.media.duration_ms
+    owner = check_area(principal, str(data.get("area") or (bulletin.area_id if bulletin else principal.area_id or "")))
+    targets = _str_list(data, "targets") or [owner.id]
+    for t in targets:
+        check_area(principal, t)
+    exclude = _str_list(data, "exclude")
+    for rx_id in exclude:
+        rx = db.get(Receiver, rx_id)
+        if rx is None or not any(areas.is_within(db, rx.area_id, t) for t in targets):
+            raise ApiError(400, "item.bad_exclude", f"receiver {rx_id!r} is not in the target areas",
+                           "Cụm loa loại trừ không thuộc địa bàn đã chọn.")
+    tz = current_app.config["TIMEZONE"]
+    mode = str(data.get("mode") or "once")
+    day = _date(data.get("date"), "date")
+    at = None
+    start_ms = None
+    if "start" in data or "start_ms" in data:
+        if "start_ms" in data:
+            start_ms = _int(data, "start_ms")
+        elif isinstance(data.get("start"), str):
+            start_ms = parse_local_time(data["start"], tz)
+        else:
+            raise ApiError(400, "schedule.bad_time", "start must be local time text", "Cần chọn thời gian phát.")
+        now = now_ms()
+        if start_ms < now - 1000:
+            raise ApiError(422, "schedule.in_past", "the start time has passed", "Thời gian phát đã qua.")
+        if start_ms > now + MAX_SCHEDULE_AHEAD_MS:
+            raise ApiError(422, "schedule.too_far", "the start time is more than 400 days ahead",
+                           "Thời gian phát quá xa (hơn 400 ngày).")
+        local = datetime.fromtimestamp(start_ms / 1000, ZoneInfo(tz))
+        mode, day, at = "once", local.date(), local.time().replace(microsecond=0)
+    elif data.get("at") is not None:
+        at = parse_hhmm(str(data["at"]))
+    session_key = str(data["session"]) if data.get("session") else None
+    if session_key is None and at is None:
+        raise ApiError(400, "schedule.bad_time", "give a session, a time of day (at) or a start",
+                       "Cần chọn buổi phát hoặc giờ phát.")
+    weekdays = data.get("weekdays") or []
+    if not isinstance(weekdays, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in weekdays):
+        raise ApiError(400, "item.bad_weekday", "weekdays are integers 0 (Monday) to 6 (Sunday)",
+                       "Thứ trong tuần không hợp lệ.")
+    if mode not in MODES:
+        raise ApiError(400, "item.bad_mode", f"mode must be one of {', '.join(MODES)}", "Chế độ phát không hợp lệ.")
+    values = dict(
+        kind=kind, title=(str(data["title"]).strip()[:300] or None) if data.get("title") else None,
+        bulletin_id=bulletin.id if bulletin else None, fallback_bulletin_id=fallback.id if fallback else None,
+        relay_url=str(data.get("relay_url") or "").strip()[:1000] or None if kind == "relay" else None,
+        area_id=owner.id, targets=json.dumps(targets) if targets != [owner.id] else None,
+        exclude=json.dumps(exclude) if exclude else None, duration_ms=duration_ms,
+        priority=str(data.get("priority") or "normal"), session_key=session_key,
+        at_s=time_to_seconds(at) if at is not None and session_key is None else None,
+        mode=mode, day=day.isoformat() if day else None, weekdays=weekdays_to_mask(weekdays) if weekdays else 0,
+        date_from=(_date(data.get("date_from"), "date_from") or None),
+        date_to=(_date(data.get("date_to"), "date_to") or None),
+        repeat_count=_int(data, "repeat", 1), repeat_gap_s=_int(data, "gap_s", 0), sort_order=_int(data, "order", 0),
+        start_ms=start_ms,
+    )
+    if any(not 0 <= d <= 6 for d in weekdays):
+        raise ApiError(400, "item.bad_weekday", "weekdays are 0 (Monday) to 6 (Sunday)", "Thứ trong tuần không hợp lệ.")
+    probe = ProgrammeItem(**{**values, "date_from": values["date_from"].isoformat() if values["date_from"] else None,
+                             "date_to": values["date_to"].isoformat() if values["date_to"] else None})
+    probe.bulletin, probe.fallback = bulletin, fallback
+    entry = entry_from_row(probe)
+    validate_entry(entry)
+    svc_programme.check_sessions_of_targets(db, entry)
+    values["date_from"] = probe.date_from
+    values["date_to"] = probe.date_to
+    return values
+
+
+def _can_approve(principal: auth.Principal, db: Session, row: ProgrammeItem) -> bool:
+    return principal.at_least("approver") and all(principal.may_touch(db, a) for a in [row.area_id, *targets_of(row)])
+
+
+def _changed() -> None:
+    svc = services()
+    if svc is not None:
+        svc.programme_changed()
+
+
+@bp.errorhandler(ProgrammeError)
+def _programme_error(exc: ProgrammeError):
+    from controller.errors import error_response
+
+    return error_response(422, exc.code, exc.message, exc.message_vi)
+
+
+@bp.post("/programme/items")
+@require("operator")
+def create_item(principal):
+    """Create an item; it stays a draft unless its creator may approve it (and the area allows that)."""
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise ApiError(400, "request.not_json", "body must be a JSON object", "Dữ liệu gửi lên không hợp lệ.")
+    db = get_db()
+    values = _parse_item(principal, db, data, creating=True)
+    now = now_ms()
+    row = ProgrammeItem(**values, status="draft", created_by=principal.id, created_ms=now)
+    db.add(row)
+    db.flush()
+    audit(db, principal.id, "create", "programme_item", row.id, data)
+    owner = db.get(Area, row.area_id)
+    if _can_approve(principal, db, row) and not owner.require_distinct_approver:
+        row.status, row.approved_by, row.approved_ms = "approved", principal.id, now
+        audit(db, principal.id, "approve", "programme_item", row.id, {"auto": True})
+    db.commit()
+    _changed()
+    return jsonify({"item": item_json(row)}), 201
+
+
+def _item_in_scope(principal, item_id: int) -> ProgrammeItem:
+    db = get_db()
+    row = db.get(ProgrammeItem, item_id)
+    if row is None or row.status not in LIVE_STATUSES or not principal.may_touch(db, row.area_id):
+        raise ApiError(404, "item.not_found", f"no programme item {item_id}", "Không tìm thấy mục trong lịch.")
+    return row
+
+
 @bp.get("/programme/items")
 @require("viewer")
 def list_items(principal):
-    """Programme items of the visible areas from an hour ago on."""
+    """Items of the visible areas (``?area=`` narrows, ``?status=draft`` filters)."""
     db = get_db()
     visible = areas.subtree_ids(db, principal.area_id)
-    rows = db.scalars(select(ProgrammeItem).where(ProgrammeItem.area_id.in_(visible),
-                                                  ProgrammeItem.start_ms > now_ms() - 3600_000)
-                      .order_by(ProgrammeItem.start_ms).limit(500))
+    if request.args.get("area"):
+        visible &= areas.subtree_ids(db, check_area(principal, request.args["area"]).id)
+    q = select(ProgrammeItem).where(ProgrammeItem.area_id.in_(visible), ProgrammeItem.status.in_(LIVE_STATUSES))
+    if request.args.get("status") in LIVE_STATUSES:
+        q = q.where(ProgrammeItem.status == request.args["status"])
+    rows = db.scalars(q.order_by(ProgrammeItem.id.desc()).limit(500))
     return jsonify({"items": [item_json(p) for p in rows]})
+
+
+@bp.get("/programme/items/<int:item_id>")
+@require("viewer")
+def get_item(principal, item_id: int):
+    """One item."""
+    return jsonify({"item": item_json(_item_in_scope(principal, item_id))})
+
+
+@bp.patch("/programme/items/<int:item_id>")
+@require("operator")
+def update_item(principal, item_id: int):
+    """Change an item; a changed approved item goes back to draft unless its editor may approve it."""
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise ApiError(400, "request.not_json", "body must be a JSON object", "Dữ liệu gửi lên không hợp lệ.")
+    db = get_db()
+    row = _item_in_scope(principal, item_id)
+    merged = {**_row_input(row), **data}
+    if any(k in data for k in ("session", "at", "start", "start_ms")):
+        for k in ("session", "at", "start", "start_ms"):
+            if k not in data:
+                merged.pop(k, None)
+    values = _parse_item(principal, db, merged, creating=False)
+    for key, value in values.items():
+        setattr(row, key, value)
+    audit(db, principal.id, "update", "programme_item", row.id, data)
+    owner = db.get(Area, row.area_id)
+    if _can_approve(principal, db, row) and not owner.require_distinct_approver:
+        row.status, row.approved_by, row.approved_ms = "approved", principal.id, now_ms()
+    else:
+        row.status, row.approved_by, row.approved_ms = "draft", None, None
+    db.commit()
+    _changed()
+    return jsonify({"item": item_json(row)})
+
+
+@bp.delete("/programme/items/<int:item_id>")
+@require("operator")
+def delete_item(principal, item_id: int):
+    """Remove an item from the programme (kept in the audit log)."""
+    db = get_db()
+    row = _item_in_scope(principal, item_id)
+    row.status = "deleted"
+    audit(db, principal.id, "delete", "programme_item", row.id)
+    db.commit()
+    _changed()
+    return "", 204
+
+
+@bp.post("/programme/items/<int:item_id>/approve")
+@require("approver")
+def approve_item(principal, item_id: int):
+    """Approve a draft: from now on it enters the manifests."""
+    db = get_db()
+    row = _item_in_scope(principal, item_id)
+    if not _can_approve(principal, db, row):
+        raise FORBIDDEN
+    if db.get(Area, row.area_id).require_distinct_approver and row.created_by == principal.id:
+        raise ApiError(403, "approval.same_person", "this area requires another person to approve",
+                       "Địa bàn này yêu cầu người duyệt khác người tạo.")
+    row.status, row.approved_by, row.approved_ms = "approved", principal.id, now_ms()
+    audit(db, principal.id, "approve", "programme_item", row.id)
+    db.commit()
+    _changed()
+    return jsonify({"item": item_json(row)})
+
+
+@bp.post("/programme/items/<int:item_id>/reject")
+@require("approver")
+def reject_item(principal, item_id: int):
+    """Reject an item (with an optional ``reason``); it leaves the manifests."""
+    db = get_db()
+    row = _item_in_scope(principal, item_id)
+    if not _can_approve(principal, db, row):
+        raise FORBIDDEN
+    reason = str((request.get_json(silent=True) or {}).get("reason", ""))[:500]
+    row.status, row.approved_by, row.approved_ms = "rejected", None, None
+    audit(db, principal.id, "reject", "programme_item", row.id, {"reason": reason})
+    db.commit()
+    _changed()
+    return jsonify({"item": item_json(row)})
+
+
+# ---- sessions --------------------------------------------------------------------------------------
+
+
+def _session_json(t: SessionTemplate) -> dict:
+    return {"key": t.key, "name": t.name, "start": t.start.strftime("%H:%M"), "end": t.end.strftime("%H:%M"),
+            "weekdays": sorted(t.weekdays)}
+
+
+@bp.get("/areas/<path:area_id>/sessions")
+@require("viewer")
+def get_sessions(principal, area_id: str):
+    """The area's sessions (its own or its level's defaults) and its extra sessions to come."""
+    db = get_db()
+    area = check_area(principal, area_id)
+    own = db.scalars(select(SessionTemplateRow).where(SessionTemplateRow.area_id == area.id)).first() is not None
+    today = datetime.now(_tz()).date().isoformat()
+    extras = db.scalars(select(ExtraSessionRow).where(ExtraSessionRow.area_id == area.id, ExtraSessionRow.day >= today)
+                        .order_by(ExtraSessionRow.day, ExtraSessionRow.start_s)).all()
+    return jsonify({
+        "area": area.id, "source": "area" if own else f"{area.level} default",
+        "sessions": [_session_json(t) for t in templates_of(db, area)],
+        "extra": [{"id": x.id, "date": x.day, "key": x.key, "name": x.name,
+                   "start": seconds_to_time(x.start_s).strftime("%H:%M"),
+                   "end": seconds_to_time(x.end_s).strftime("%H:%M")} for x in extras],
+    })
+
+
+def _template_from(raw: Any) -> SessionTemplate:
+    if not isinstance(raw, dict) or not raw.get("key") or not raw.get("name"):
+        raise ApiError(400, "session.bad_field", "each session needs key, name, start, end",
+                       "Mỗi buổi phát cần mã, tên, giờ bắt đầu và kết thúc.")
+    days = raw.get("weekdays", [0, 1, 2, 3, 4, 5])
+    if not isinstance(days, list) or not all(isinstance(d, int) and 0 <= d <= 6 for d in days):
+        raise ApiError(400, "session.bad_weekday", "weekdays are 0-6", "Thứ trong tuần không hợp lệ.")
+    return SessionTemplate(str(raw["key"])[:40], str(raw["name"])[:100], parse_hhmm(raw.get("start")),
+                           parse_hhmm(raw.get("end")), frozenset(days))
+
+
+@bp.put("/areas/<path:area_id>/sessions")
+@require("manager")
+def put_sessions(principal, area_id: str):
+    """Replace the area's own session templates (an empty list restores the level defaults)."""
+    db = get_db()
+    area = check_area(principal, area_id)
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict) or not isinstance(data.get("sessions"), list):
+        raise ApiError(400, "request.not_json", "body must be {\"sessions\": [...]}", "Dữ liệu gửi lên không hợp lệ.")
+    templates = [_template_from(s) for s in data["sessions"]]
+    validate_sessions(templates)
+    for old in db.scalars(select(SessionTemplateRow).where(SessionTemplateRow.area_id == area.id)):
+        db.delete(old)
+    db.flush()
+    for t in templates:
+        db.add(SessionTemplateRow(area_id=area.id, key=t.key, name=t.name, start_s=time_to_seconds(t.start),
+                                  end_s=time_to_seconds(t.end), weekdays=weekdays_to_mask(t.weekdays)))
+    audit(db, principal.id, "set_sessions", "area", area.id, data)
+    db.commit()
+    _changed()
+    return get_sessions.__wrapped__(principal, area_id)
+
+
+@bp.post("/areas/<path:area_id>/extra-sessions")
+@require("operator")
+def add_extra_session(principal, area_id: str):
+    """Add a session for one day (storm season): ``{date, key, name, start, end}``."""
+    db = get_db()
+    area = check_area(principal, area_id)
+    data = request.get_json(silent=True) or {}
+    day = _date(data.get("date"), "date")
+    if day is None:
+        raise ApiError(400, "request.bad_date", "date is required", "Cần chọn ngày.")
+    if day < datetime.now(_tz()).date():
+        raise ApiError(422, "session.in_past", "the day has passed", "Ngày đã qua.")
+    t = _template_from({**data, "weekdays": [day.weekday()]})
+    same_day = [s for s in templates_of(db, area) if day.weekday() in s.weekdays]
+    same_day += [ExtraSession(area.id, day, x.key, x.name, seconds_to_time(x.start_s), seconds_to_time(x.end_s))
+                 for x in db.scalars(select(ExtraSessionRow).where(ExtraSessionRow.area_id == area.id,
+                                                                   ExtraSessionRow.day == day.isoformat()))]
+    validate_sessions([*[SessionTemplate(s.key, s.name, s.start, s.end) for s in same_day],
+                       SessionTemplate(t.key, t.name, t.start, t.end)])
+    row = ExtraSessionRow(area_id=area.id, day=day.isoformat(), key=t.key, name=t.name,
+                          start_s=time_to_seconds(t.start), end_s=time_to_seconds(t.end))
+    db.add(row)
+    db.flush()
+    audit(db, principal.id, "add_extra_session", "area", area.id, data)
+    db.commit()
+    _changed()
+    return jsonify({"extra": {"id": row.id, "date": row.day, "key": row.key}}), 201
+
+
+@bp.delete("/areas/<path:area_id>/extra-sessions/<int:extra_id>")
+@require("operator")
+def delete_extra_session(principal, area_id: str, extra_id: int):
+    """Remove an extra session."""
+    db = get_db()
+    area = check_area(principal, area_id)
+    row = db.get(ExtraSessionRow, extra_id)
+    if row is None or row.area_id != area.id:
+        raise ApiError(404, "session.not_found", "no such extra session", "Không tìm thấy buổi phát bổ sung.")
+    db.delete(row)
+    audit(db, principal.id, "delete_extra_session", "area", area.id, {"id": extra_id})
+    db.commit()
+    _changed()
+    return "", 204
+
+
+# ---- timeline --------------------------------------------------------------------------------------
+
+
+def timeline(db: Session, area: Area, first: date, days: int, tz: ZoneInfo) -> dict:
+    """What receivers in ``area`` hear on ``days`` days from ``first``: sessions, items, over-runs, conflicts."""
+    programme, nodes = svc_programme.load_programme(db)
+    start = int(datetime.combine(first, datetime.min.time(), tz).timestamp() * 1000)
+    window = days * 24 * 3600_000
+    result = plan(programme, nodes, start, tz_name=str(tz), window_ms=window)
+    chain = [a.id for a in areas.ancestors(db, area.id)]
+    scopes = {topics.area_scope(a): a for a in chain}
+    items = []
+    for scope, manifest in result.manifests.items():
+        if scope in scopes:
+            items += [(scopes[scope], i) for i in manifest.items]
+    ids = [i.id for _, i in items]
+    played = dict(db.execute(select(Event.item_id, func.count(func.distinct(Event.rx_id)))
+                             .where(Event.type == PLAYBACK_FINISHED, Event.item_id.in_(ids))
+                             .group_by(Event.item_id)).all()) if ids else {}
+    missed = dict(db.execute(select(MissedPlay.occurrence_id, func.count())
+                             .where(MissedPlay.occurrence_id.in_(ids))
+                             .group_by(MissedPlay.occurrence_id)).all()) if ids else {}
+    node = next(n for n in nodes if n.id == area.id)
+    sessions = [s for d in range(days) for s in session_slots(node, programme, first + timedelta(days=d), tz)]
+    return {
+        "area": area.id, "from": first.isoformat(), "days": days, "window": [start, start + window],
+        "sessions": [{"key": s.key, "name": s.name, "start_ms": s.start_ms, "end_ms": s.end_ms} for s in sessions],
+        "items": [{"id": i.id, "item": int(i.id.split(".")[0][3:]), "title": i.title, "kind": i.kind,
+                   "priority": i.priority, "start_ms": i.start_ms, "duration_ms": i.duration_ms, "from_area": a,
+                   "played": played.get(i.id, 0), "missed": missed.get(i.id, 0)}
+                  for a, i in sorted(items, key=lambda x: (x[1].start_ms, x[1].id))],
+        "overruns": [vars(o) for o in result.overruns if o.area_id in chain],
+        "underruns": [vars(u) for u in result.underruns if u.area_id == area.id],
+        "conflicts": [vars(c) for c in result.conflicts if c.area_id == area.id or c.area_id in chain],
+    }
+
+
+@bp.get("/areas/<path:area_id>/timeline")
+@require("viewer")
+def get_timeline(principal, area_id: str):
+    """Day or week timeline (``?date=YYYY-MM-DD&days=1..7``)."""
+    db = get_db()
+    area = check_area(principal, area_id)
+    tz = _tz()
+    first = _date(request.args.get("date"), "date") or datetime.now(tz).date()
+    try:
+        days = int(request.args.get("days", "1"))
+    except ValueError:
+        days = 0
+    if not 1 <= days <= 7:
+        raise ApiError(400, "request.bad_days", "days must be 1-7", "Số ngày phải từ 1 đến 7.")
+    return jsonify(timeline(db, area, first, days, tz))
+
+
+@bp.get("/audit")
+@require("manager")
+def get_audit(principal):
+    """The newest audit entries (``?object_id=`` narrows), within the caller's areas."""
+    db = get_db()
+    q = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(200)
+    if request.args.get("object_id"):
+        q = q.where(AuditEntry.object_id == request.args["object_id"])
+    rows = db.scalars(q).all()
+    visible = areas.subtree_ids(db, principal.area_id)
+    out = []
+    for r in rows:
+        if r.object_type == "programme_item":
+            item = db.get(ProgrammeItem, int(r.object_id))
+            if item is None or item.area_id not in visible:
+                continue
+        elif r.object_type == "area" and r.object_id not in visible:
+            continue
+        out.append({"id": r.id, "ts_ms": r.ts_ms, "user_id": r.user_id, "action": r.action,
+                    "object_type": r.object_type, "object_id": r.object_id,
+                    "detail": json.loads(r.detail) if r.detail else None})
+    return jsonify({"audit": out})
+

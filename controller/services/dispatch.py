@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from dataclasses import replace
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
@@ -17,12 +18,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from controller.db import session_scope
-from controller.models import Area, ProgrammeItem, Publication, Receiver
+from controller.models import Publication, Receiver
 from controller.services import areas
-from schedules import planner, signing, topics
+from controller.services.programme import load_programme
+from schedules import signing, topics
 from schedules.conf import ReceiverConf
 from schedules.events import now_ms
-from schedules.manifest import WINDOW_MS, Item, MediaRef
+from schedules.planner import Plan, plan
 
 logger = logging.getLogger(__name__)
 
@@ -36,24 +38,14 @@ class Dispatcher:
         self._publish = publish  # callable(topic, payload: bytes, retain: bool)
         self._lock = threading.Lock()
 
-    def area_manifest(self, db: Session, area_id: str, now: int, out: list) -> int | None:
-        """Version the area's manifest if its content changed; the message is appended to ``out``."""
-        scope = topics.area_scope(area_id)
-        items = [
-            _to_item(p)
-            for p in db.scalars(
-                select(ProgrammeItem).where(
-                    ProgrammeItem.area_id == area_id,
-                    ProgrammeItem.status == "approved",
-                    ProgrammeItem.start_ms < now + WINDOW_MS,
-                    ProgrammeItem.start_ms + ProgrammeItem.duration_ms > now,
-                )
-            )
-            if p.bulletin.media is not None
-        ]
-        manifest = planner.plan_scope(scope, items, now)
-        return self._version(db, "manifest", scope, manifest.content_hash(),
-                             lambda version: _with_version(manifest, version).to_body(), out)
+    def plan_manifests(self, db: Session, now: int, out: list) -> Plan:
+        """Plan every area for the 48-hour window and version each manifest whose content changed."""
+        programme, nodes = load_programme(db)
+        result = plan(programme, nodes, now, tz_name=self.app.config["TIMEZONE"])
+        for scope, manifest in sorted(result.manifests.items()):
+            self._version(db, "manifest", scope, manifest.content_hash(),
+                          lambda version, m=manifest: replace(m, version=version).to_body(), out)
+        return result
 
     def receiver_conf(self, db: Session, rx: Receiver, out: list) -> int | None:
         """Version a receiver's signed conf (its scopes) if it changed; the message is appended to ``out``."""
@@ -71,18 +63,16 @@ class Dispatcher:
             with session_scope(self.app) as db:
                 for rx in db.scalars(select(Receiver)):
                     self.receiver_conf(db, rx, out)
-                for area in db.scalars(select(Area)):
-                    self.area_manifest(db, area.id, now, out)
+                self.plan_manifests(db, now, out)
             self._send(out)
         return len(out)
 
-    def publish_areas(self, area_ids: list[str]) -> int:
-        """Publish the given areas' manifests if they changed (after a programme change)."""
+    def publish_programme(self) -> int:
+        """Publish the manifests that a programme change altered (unchanged ones are not re-sent)."""
         out: list[tuple[str, bytes]] = []
         with self._lock:
             with session_scope(self.app) as db:
-                for area_id in area_ids:
-                    self.area_manifest(db, area_id, now_ms(), out)
+                self.plan_manifests(db, now_ms(), out)
             self._send(out)
         return len(out)
 
@@ -151,27 +141,3 @@ def _topic(kind: str, scope: str) -> str:
     if kind == "conf":
         return topics.conf(scope.removeprefix("rx/"))
     return topics.sched(scope)
-
-
-def _with_version(manifest, version: int):
-    manifest.version = version
-    return manifest
-
-
-def item_wire_id(item: ProgrammeItem) -> str:
-    """The id a programme item carries in manifests and playback events."""
-    return f"pi-{item.id}"
-
-
-def _to_item(p: ProgrammeItem) -> Item:
-    media = p.bulletin.media
-    assert media is not None
-    return Item(
-        id=item_wire_id(p),
-        title=p.bulletin.title,
-        start_ms=p.start_ms,
-        duration_ms=p.duration_ms,
-        priority=p.priority,
-        media=MediaRef(sha256=media.sha256, path=f"/media/{media.sha256}.{media.format}", bytes=media.bytes,
-                       duration_ms=media.duration_ms, format=media.format),
-    )

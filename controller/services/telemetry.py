@@ -19,6 +19,7 @@ from controller.db import session_scope
 from controller.models import Event, Fault, Receiver
 from schedules import events, topics
 from schedules.events import now_ms
+from schedules.planner import entry_of
 
 logger = logging.getLogger(__name__)
 
@@ -112,8 +113,9 @@ class Telemetry:
             logger.debug("rx=%s event %s already ingested", rx.id, ev["id"])
             return
         rx.last_seen_ms = now
-        db.add(Event(id=ev["id"], rx_id=rx.id, ts_ms=int(ev["ts"]), type=ev["type"],
-                     item_id=str(ev["item_id"])[:80] if ev.get("item_id") else None,
+        item_id = str(ev["item_id"])[:200] if ev.get("item_id") else None
+        db.add(Event(id=ev["id"], rx_id=rx.id, ts_ms=int(ev["ts"]), type=ev["type"], item_id=item_id,
+                     programme_item_id=entry_of(item_id) if item_id else None,
                      body=json.dumps(ev, ensure_ascii=False), received_ms=now))
         if ev["type"] == events.FAULT_RAISED:
             code = str(ev.get("fault", "unknown"))[:60]

@@ -25,7 +25,8 @@ def test_schedule_validation(district, client, tmp_path):
     post = lambda body, h=ADMIN: client.post("/api/v1/programme/items", json=body, headers=h)  # noqa: E731
     assert post({"bulletin_id": bid, "start": "tomorrow"}).json["error"]["code"] == "schedule.bad_time"
     assert post({"bulletin_id": bid, "start_ms": now_ms() - 60_000}).json["error"]["code"] == "schedule.in_past"
-    assert post({"bulletin_id": bid, "start_ms": now_ms() + 60_000, "priority": "urgent"}).status_code == 400
+    assert post({"bulletin_id": bid, "start_ms": now_ms() + 60_000, "priority": "urgent"}).json["error"]["code"] \
+        == "item.bad_priority"
     assert post({"bulletin_id": "1", "start_ms": now_ms()}).json["error"]["code"] == "request.bad_field"
     assert post({"bulletin_id": 999, "start_ms": now_ms() + 60_000}).status_code == 404
     # Another commune's operator sees neither the bulletin nor the area.
@@ -57,7 +58,7 @@ def test_schedule_at_local_time_and_manifest_content(district, client, tmp_path)
         pub = db.query(Publication).filter_by(kind="manifest", scope="area/qd/phu").one()
         body = signing.verify(svc.key.public_key(), pub.payload.encode(), kind="manifest", scope="area/qd/phu")
     manifest = Manifest.from_body(body)
-    assert [i.id for i in manifest.items] == [item["wire_id"]]
+    assert [i.id for i in manifest.items] == item["occurrences"]
     assert manifest.items[0].media.path.startswith("/media/")
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import threading
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as paho
 import pytest
@@ -61,15 +63,18 @@ def _schedule(app, start_ms: int) -> None:
         b = Bulletin(title="t", area_id="qd/phu", status="ready", media_sha256="c" * 64, created_ms=0)
         s.add(b)
         s.flush()
-        s.add(ProgrammeItem(bulletin_id=b.id, area_id="qd/phu", start_ms=start_ms, duration_ms=5000, created_ms=0))
+        local = datetime.fromtimestamp(start_ms / 1000, ZoneInfo("Asia/Ho_Chi_Minh"))
+        s.add(ProgrammeItem(bulletin_id=b.id, area_id="qd/phu", start_ms=start_ms, duration_ms=5000, created_ms=0,
+                            mode="once", day=local.date().isoformat(), status="approved",
+                            at_s=local.hour * 3600 + local.minute * 60 + local.second))
 
 
 def test_changed_manifest_is_published_retained_and_unchanged_is_not(live, mqtt_url):
     svc = live.extensions["loaxa.services"]
     wait_until(lambda: svc.dispatcher.publish_everything() == 0, what="first publication to settle")
     _schedule(live, now_ms() + 3600_000)
-    assert svc.dispatcher.publish_areas(["qd/phu"]) == 1
-    assert svc.dispatcher.publish_areas(["qd/phu"]) == 0  # unchanged: nothing re-sent
+    assert svc.dispatcher.publish_programme() == 1
+    assert svc.dispatcher.publish_programme() == 0  # unchanged: nothing re-sent
     listener = Listener(mqtt_url, topics.sched("area/qd/phu"))
     try:
         msg = wait_until(lambda: listener.messages, what="retained manifest")[0]
