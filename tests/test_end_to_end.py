@@ -22,7 +22,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import requests
-from helpers import make_config, seed_district, tone, wait_until
 from werkzeug.serving import make_server
 
 from controller import create_app, db
@@ -30,6 +29,8 @@ from controller.broker import free_port
 from schedules import signing, topics
 from schedules.events import now_ms
 from schedules.manifest import Item, Manifest, MediaRef
+
+from helpers import make_config, seed_district, tone, wait_until
 
 pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent

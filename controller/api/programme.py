@@ -187,6 +187,9 @@ def _parse_item(principal: auth.Principal, db: Session, data: dict, creating: bo
     elif data.get("at") is not None:
         at = parse_hhmm(str(data["at"]))
     session_key = str(data["session"]) if data.get("session") else None
+    if session_key is not None and at is not None:
+        raise ProgrammeError("item.bad_placement", "place the item either in a session or at a time, not both",
+                             "Chọn buổi phát hoặc giờ phát cụ thể (một trong hai).")
     if session_key is None and at is None:
         raise ApiError(400, "schedule.bad_time", "give a session, a time of day (at) or a start",
                        "Cần chọn buổi phát hoặc giờ phát.")

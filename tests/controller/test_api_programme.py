@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import io
 
-from helpers import basic, tone, wait_until
-
 from schedules.events import now_ms
+
+from helpers import basic, tone, wait_until
 
 ADMIN = basic("admin", "pw-admin")
 

@@ -9,7 +9,6 @@ from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as paho
 import pytest
-from helpers import make_config, seed_district, wait_until
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import func, select
 
@@ -19,6 +18,8 @@ from controller.models import Bulletin, Event, Fault, Media, ProgrammeItem, Publ
 from controller.mqtt import parse_url
 from schedules import events, signing, topics
 from schedules.events import now_ms
+
+from helpers import make_config, seed_district, wait_until
 
 
 @pytest.fixture
