@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from flask import Blueprint, abort, current_app, redirect, render_template, request, session, url_for
@@ -12,9 +12,10 @@ from sqlalchemy import func, select
 
 from controller import auth
 from controller.db import get_db
-from controller.models import Area, Event, Receiver
+from controller.models import Area, Event, ProgrammeItem, Receiver
+from controller.runtime import services
 from controller.services import areas
-from controller.services.programme import load_programme
+from controller.services.programme import ApprovalRefused, can_approve, decide, entry_from_row, load_programme
 from schedules.events import now_ms
 from schedules.manifest import Item
 from schedules.planner import plan
@@ -125,3 +126,74 @@ def _item_state(item: Item, now: int) -> str:
     if now < item.start_ms + item.duration_ms:
         return "playing"
     return "done"
+
+
+@bp.get("/programme")
+def programme_page():
+    """Day or week timeline of one area: sessions, items, over-runs, conflicts, drafts to approve."""
+    from controller.api.programme import timeline  # the same computation the API serves
+
+    principal = _login_required()
+    db = get_db()
+    tz = ZoneInfo(current_app.config["TIMEZONE"])
+    visible = areas.subtree_ids(db, principal.area_id)
+    area_list = db.scalars(select(Area).where(Area.id.in_(visible)).order_by(Area.id)).all()
+    if not area_list:
+        abort(404)
+    area = db.get(Area, request.args.get("area") or "") or area_list[-1]
+    if area.id not in visible:
+        abort(404)
+    try:
+        first = date.fromisoformat(request.args.get("date", "")) if request.args.get("date") else None
+    except ValueError:
+        first = None
+    first = first or datetime.now(tz).date()
+    days = 7 if request.args.get("days") == "7" else 1
+    tl = timeline(db, area, first, days, tz)
+    rows = []
+    for d in range(days):
+        day = first + timedelta(days=d)
+        start = int(datetime.combine(day, datetime.min.time(), tz).timestamp() * 1000)
+        span = 24 * 3600_000
+
+        def pos(ms: int, dur: int, start=start, span=span) -> str:
+            left = max(0.0, (ms - start) / span * 100)
+            width = max(0.35, min(100 - left, dur / span * 100))
+            return f"left:{left:.3f}%;width:{width:.3f}%"
+
+        rows.append({
+            "day": day,
+            "sessions": [(s, pos(s["start_ms"], s["end_ms"] - s["start_ms"])) for s in tl["sessions"]
+                         if start <= s["start_ms"] < start + span],
+            "plays": [(i, pos(i["start_ms"], i["duration_ms"])) for i in tl["items"]
+                      if start <= i["start_ms"] < start + span],
+        })
+    lost = {c["loser"] for c in tl["conflicts"]}
+    cut = {o["occurrence_id"]: o["cut_ms"] for o in tl["overruns"]}
+    drafts = db.scalars(select(ProgrammeItem).where(ProgrammeItem.status == "draft",
+                                                    ProgrammeItem.area_id.in_(visible))
+                        .order_by(ProgrammeItem.id)).all()
+    return render_template("programme.html", principal=principal, area=area, areas=area_list, first=first,
+                           days=days, rows=rows, tl=tl, lost=lost, cut=cut, drafts=drafts,
+                           can_approve=lambda row: can_approve(principal, db, row), entry=entry_from_row,
+                           local_time=local_time, timedelta=timedelta, message=request.args.get("msg"))
+
+
+@bp.post("/programme/items/<int:item_id>/<any(approve,reject):decision>")
+def decide_page(item_id: int, decision: str):
+    """Approve or reject a draft from the programme page (CSRF-protected form)."""
+    principal = _login_required()
+    db = get_db()
+    row = db.get(ProgrammeItem, item_id)
+    if row is None or not principal.may_touch(db, row.area_id):
+        abort(404)
+    try:
+        decide(db, principal, row, decision == "approve", request.form.get("reason", ""))
+    except ApprovalRefused as exc:
+        return redirect(url_for("web.programme_page", area=request.form.get("area"), msg=exc.message_vi))
+    db.commit()
+    svc = services()
+    if svc is not None:
+        svc.programme_changed()
+    done = "Đã duyệt." if decision == "approve" else "Đã từ chối."
+    return redirect(url_for("web.programme_page", area=request.form.get("area"), msg=done))

@@ -182,3 +182,43 @@ def _publish_raw(url: str, topic: str, payload: bytes) -> None:
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+def test_item_approved_in_the_ui_reaches_the_receiver_within_5_seconds(controller, receiver, tmp_path):
+    proc, _sink, log = receiver
+    base = controller.config["PUBLIC_URL"]
+    wait_until(lambda: _api(controller, "/api/v1/receivers/phu-1")["receiver"]["online"], timeout=30,
+               what=f"receiver online (log: {log})")
+    src = tone(tmp_path / "b.mp3", 2)
+    with open(src, "rb") as fh:
+        bid = requests.post(base + "/api/v1/bulletins", auth=("op-phu", "pw-op-phu"), timeout=30,
+                            data={"title": "Lịch cắt điện", "area": "qd/phu"},
+                            files={"file": ("b.mp3", fh, "audio/mpeg")}).json()["bulletin"]["id"]
+    wait_until(lambda: _api(controller, f"/api/v1/bulletins/{bid}")["bulletin"]["status"] == "ready", what="ready")
+    draft = requests.post(base + "/api/v1/programme/items", auth=("op-phu", "pw-op-phu"), timeout=10,
+                          json={"bulletin_id": bid, "area": "qd/phu", "session": "evening", "mode": "daily"}).json()
+    item_id = draft["item"]["id"]
+    assert draft["item"]["status"] == "draft"
+
+    page = requests.Session()
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.get(base + "/login", timeout=10).text).group(1)
+    page.post(base + "/login", data={"username": "admin", "password": "pw-admin", "csrf_token": csrf}, timeout=10)
+    html = page.get(base + "/programme?area=qd/phu", timeout=10).text
+    assert f'data-item="{item_id}"' in html and "Duyệt" in html
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+    clicked = now_ms()
+    done = page.post(f"{base}/programme/items/{item_id}/approve", data={"csrf_token": csrf, "area": "qd/phu"},
+                     timeout=10)
+    assert "Đã duyệt" in done.text
+
+    def accepted():
+        evs = _api(controller, "/api/v1/receivers/phu-1")["receiver"]["events"]
+        return [e for e in evs if e["type"] == "manifest.accepted" and e["scope"] == "area/qd/phu"
+                and e["items"] > 0 and e["ts"] >= clicked]
+
+    event = wait_until(accepted, timeout=15, what="the approved item in the receiver's manifest")[0]
+    assert event["ts"] - clicked < 5000, f"took {event['ts'] - clicked} ms"
+    # Without the CSRF token the same form is refused and nothing changes.
+    refused = page.post(f"{base}/programme/items/{item_id}/reject", data={"area": "qd/phu"}, timeout=10)
+    assert refused.status_code == 400
+    assert _api(controller, f"/api/v1/programme/items/{item_id}")["item"]["status"] == "approved"

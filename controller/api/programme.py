@@ -15,7 +15,7 @@ from controller import auth
 from controller.api import bp, check_area, require
 from controller.api.bulletins import bulletin_in_scope
 from controller.db import get_db
-from controller.errors import FORBIDDEN, ApiError
+from controller.errors import ApiError
 from controller.models import (
     Area,
     AuditEntry,
@@ -34,7 +34,6 @@ from controller.services.programme import (
     audit,
     entry_from_row,
     seconds_to_time,
-    targets_of,
     templates_of,
     time_to_seconds,
     weekdays_to_mask,
@@ -226,10 +225,6 @@ def _parse_item(principal: auth.Principal, db: Session, data: dict, creating: bo
     return values
 
 
-def _can_approve(principal: auth.Principal, db: Session, row: ProgrammeItem) -> bool:
-    return principal.at_least("approver") and all(principal.may_touch(db, a) for a in [row.area_id, *targets_of(row)])
-
-
 def _changed() -> None:
     svc = services()
     if svc is not None:
@@ -258,7 +253,7 @@ def create_item(principal):
     db.flush()
     audit(db, principal.id, "create", "programme_item", row.id, data)
     owner = db.get(Area, row.area_id)
-    if _can_approve(principal, db, row) and not owner.require_distinct_approver:
+    if svc_programme.can_approve(principal, db, row) and not owner.require_distinct_approver:
         row.status, row.approved_by, row.approved_ms = "approved", principal.id, now
         audit(db, principal.id, "approve", "programme_item", row.id, {"auto": True})
     db.commit()
@@ -315,7 +310,7 @@ def update_item(principal, item_id: int):
         setattr(row, key, value)
     audit(db, principal.id, "update", "programme_item", row.id, data)
     owner = db.get(Area, row.area_id)
-    if _can_approve(principal, db, row) and not owner.require_distinct_approver:
+    if svc_programme.can_approve(principal, db, row) and not owner.require_distinct_approver:
         row.status, row.approved_by, row.approved_ms = "approved", principal.id, now_ms()
     else:
         row.status, row.approved_by, row.approved_ms = "draft", None, None
@@ -341,31 +336,24 @@ def delete_item(principal, item_id: int):
 @require("approver")
 def approve_item(principal, item_id: int):
     """Approve a draft: from now on it enters the manifests."""
-    db = get_db()
-    row = _item_in_scope(principal, item_id)
-    if not _can_approve(principal, db, row):
-        raise FORBIDDEN
-    if db.get(Area, row.area_id).require_distinct_approver and row.created_by == principal.id:
-        raise ApiError(403, "approval.same_person", "this area requires another person to approve",
-                       "Địa bàn này yêu cầu người duyệt khác người tạo.")
-    row.status, row.approved_by, row.approved_ms = "approved", principal.id, now_ms()
-    audit(db, principal.id, "approve", "programme_item", row.id)
-    db.commit()
-    _changed()
-    return jsonify({"item": item_json(row)})
+    return _decide(principal, item_id, True)
 
 
 @bp.post("/programme/items/<int:item_id>/reject")
 @require("approver")
 def reject_item(principal, item_id: int):
     """Reject an item (with an optional ``reason``); it leaves the manifests."""
+    return _decide(principal, item_id, False)
+
+
+def _decide(principal, item_id: int, approve: bool):
     db = get_db()
     row = _item_in_scope(principal, item_id)
-    if not _can_approve(principal, db, row):
-        raise FORBIDDEN
-    reason = str((request.get_json(silent=True) or {}).get("reason", ""))[:500]
-    row.status, row.approved_by, row.approved_ms = "rejected", None, None
-    audit(db, principal.id, "reject", "programme_item", row.id, {"reason": reason})
+    reason = str((request.get_json(silent=True) or {}).get("reason", ""))
+    try:
+        svc_programme.decide(db, principal, row, approve, reason)
+    except svc_programme.ApprovalRefused as exc:
+        raise ApiError(403, exc.code, exc.message, exc.message_vi) from exc
     db.commit()
     _changed()
     return jsonify({"item": item_json(row)})

@@ -142,3 +142,32 @@ def check_sessions_of_targets(db: Session, entry: Entry) -> None:
             raise ProgrammeError("item.unknown_session",
                                  f"area {area_id!r} has no session {entry.session_key!r}",
                                  f"Địa bàn {area.name if area else area_id} không có buổi phát {entry.session_key}.")
+
+
+class ApprovalRefused(ProgrammeError):
+    """The user may not approve or reject this item (HTTP 403)."""
+
+
+def can_approve(principal, db: Session, row: ProgrammeItem) -> bool:
+    """Approver or stronger, with the item's owner area and every target in the user's subtree."""
+    from controller.services import areas
+
+    return principal.at_least("approver") and all(
+        areas.is_within(db, a, principal.area_id) for a in [row.area_id, *targets_of(row)])
+
+
+def decide(db: Session, principal, row: ProgrammeItem, approve: bool, reason: str = "") -> None:
+    """Approve or reject ``row`` for ``principal``, with the area's distinct-approver rule and an audit line."""
+    if not can_approve(principal, db, row):
+        raise ApprovalRefused("auth.forbidden", "your role or area does not allow this",
+                              "Bạn không có quyền duyệt mục này.")
+    owner = db.get(Area, row.area_id)
+    if approve and owner is not None and owner.require_distinct_approver and row.created_by == principal.id:
+        raise ApprovalRefused("approval.same_person", "this area requires another person to approve",
+                              "Địa bàn này yêu cầu người duyệt khác người tạo.")
+    if approve:
+        row.status, row.approved_by, row.approved_ms = "approved", principal.id, now_ms()
+        audit(db, principal.id, "approve", "programme_item", row.id)
+    else:
+        row.status, row.approved_by, row.approved_ms = "rejected", None, None
+        audit(db, principal.id, "reject", "programme_item", row.id, {"reason": reason[:500]})
