@@ -91,6 +91,9 @@ class Dispatcher:
         # Only after the versions are committed: a message on the wire always has its row.
         for topic, payload in out:
             self._publish(topic, payload, True)
+        if out:
+            names = ", ".join(t.removeprefix(topics.PREFIX + "/") for t, _ in out[:5])
+            logger.info("published %d signed message(s): %s%s", len(out), names, " ..." if len(out) > 5 else "")
 
     def republish_latest(self) -> int:
         """Send the newest stored version of every retained message again, unchanged.
@@ -118,22 +121,29 @@ class Dispatcher:
                 count += 1
         return count
 
+    def _latest(self, db: Session) -> dict[tuple[str, str], tuple[int, str]]:
+        """``(kind, scope) -> (version, content_hash)`` of the newest publication of each, in one query."""
+        newest = (select(Publication.kind, Publication.scope, func.max(Publication.version).label("v"))
+                  .group_by(Publication.kind, Publication.scope).subquery())
+        rows = db.execute(select(Publication.kind, Publication.scope, Publication.version, Publication.content_hash)
+                          .join(newest, (Publication.kind == newest.c.kind) & (Publication.scope == newest.c.scope)
+                                & (Publication.version == newest.c.v)))
+        return {(k, s): (v, h) for k, s, v, h in rows}
+
     def _version(self, db: Session, kind: str, scope: str, content_hash: str, make_body, out: list) -> int | None:
-        last = db.scalars(
-            select(Publication)
-            .where(Publication.kind == kind, Publication.scope == scope)
-            .order_by(Publication.version.desc())
-            .limit(1)
-        ).first()
-        if last is not None and last.content_hash == content_hash:
+        latest = db.info.get("loaxa.latest")
+        if latest is None:
+            latest = db.info["loaxa.latest"] = self._latest(db)
+        last = latest.get((kind, scope))
+        if last is not None and last[1] == content_hash:
             return None
-        version = 1 if last is None else last.version + 1
+        version = 1 if last is None else last[0] + 1
         payload = signing.sign(self.key, make_body(version))
         db.add(Publication(kind=kind, scope=scope, version=version, content_hash=content_hash,
                            payload=payload.decode("utf-8"), created_ms=now_ms()))
-        db.flush()
+        latest[(kind, scope)] = (version, content_hash)
         out.append((_topic(kind, scope), payload))
-        logger.info("versioned %s %s as %d", kind, scope, version)
+        logger.debug("versioned %s %s as %d", kind, scope, version)
         return version
 
 
