@@ -152,7 +152,7 @@ def _item(raw: dict[str, Any]) -> Item:
     if kind == "relay" and not isinstance(url, str):
         raise ManifestError("a relay item needs its url")
     media = raw.get("media")
-    if media is None and kind != "relay":
+    if media is None and kind not in ("relay", "separator"):  # a bare separator is silence
         raise ManifestError("missing field 'media'")
     exclude = raw.get("exclude", [])
     if not isinstance(exclude, (list, tuple)) or not all(isinstance(x, str) for x in exclude):

@@ -160,7 +160,7 @@ def validate_entry(e: Entry) -> None:
             raise ProgrammeError("item.bad_relay_url",
                                  f"relay URL must start with {', '.join(RELAY_SCHEMES)}",
                                  "Địa chỉ tiếp sóng phải bắt đầu bằng http://, https://, rtsp:// hoặc rtmp://.")
-    elif e.media is None:
+    elif e.media is None and e.kind != "separator":  # a separator without media is silence
         raise ProgrammeError("item.no_media", "the item has no ready audio", "Mục này chưa có âm thanh sẵn sàng.")
     if not e.areas:
         raise ProgrammeError("item.no_area", "the item targets no area", "Cần chọn ít nhất một địa bàn.")

@@ -141,7 +141,9 @@ def _parse_item(principal: auth.Principal, db: Session, data: dict, creating: bo
     if kind not in KINDS:
         raise ApiError(400, "item.bad_kind", f"kind must be one of {', '.join(KINDS)}", "Loại mục không hợp lệ.")
     fallback = None
-    if kind == "relay":
+    if kind == "separator" and bulletin is None:
+        duration_ms = _int(data, "duration_s") * 1000  # silence between items
+    elif kind == "relay":
         duration_ms = _int(data, "duration_s") * 1000
         if data.get("fallback_bulletin_id") is not None:
             fallback = bulletin_in_scope(principal, _int(data, "fallback_bulletin_id"))

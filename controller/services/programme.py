@@ -103,7 +103,7 @@ def load_programme(db: Session) -> tuple[Programme, list[AreaNode]]:
     entries = []
     for row in rows:
         e = entry_from_row(row)
-        if e.kind == "relay" or e.media is not None:
+        if e.kind in ("relay", "separator") or e.media is not None:
             entries.append(e)
     templates: dict[str, list[SessionTemplate]] = {}
     for r in db.scalars(select(SessionTemplateRow)):

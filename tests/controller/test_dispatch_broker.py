@@ -175,3 +175,24 @@ def test_embedded_broker_fallbacks(tmp_path):
                 listener.close()
         finally:
             broker.stop()
+
+
+def test_scheduler_jobs_live_in_the_database(live, tmp_path, mqtt_url):
+    from sqlalchemy import text
+
+    svc = live.extensions["loaxa.services"]
+    svc.programme_changed()
+    svc.programme_changed()  # debounced: still one rebuild job
+    with session_scope(live) as s:
+        ids = sorted(r[0] for r in s.execute(text("SELECT id FROM apscheduler_jobs")))
+    assert ids in (["mark-missed", "rebuild-manifests", "refresh-manifests"], ["mark-missed", "refresh-manifests"])
+    svc.stop()
+    again = create_app(make_config(tmp_path, MQTT_URL=mqtt_url, MQTT_CLIENT_ID="ctl-restart"))
+    try:
+        again.extensions["loaxa.services"].start()
+        with session_scope(again) as s:
+            ids = sorted(r[0] for r in s.execute(text("SELECT id FROM apscheduler_jobs")))
+        assert ids[0] == "mark-missed" and ids[-1] == "refresh-manifests" and len(ids) <= 3  # kept, not doubled
+    finally:
+        again.extensions["loaxa.services"].stop()
+        again.extensions["loaxa.engine"].dispose()

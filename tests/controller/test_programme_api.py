@@ -164,3 +164,29 @@ def test_timeline_refusals(prog, client):
     assert client.get("/api/v1/areas/qd/an/timeline", headers=OP_PHU).status_code == 404
     week = client.get("/api/v1/areas/qd/phu/timeline?days=7", headers=OP_PHU).json
     assert len(week["sessions"]) == 12  # two a day, Monday to Saturday
+
+
+def test_relay_and_silence_separator(prog, client):
+    day = str(next_weekday())
+    relay = {"kind": "relay", "relay_url": "https://stream.vov.vn/vov1", "duration_s": 900, "fallback_bulletin_id": 1,
+             "area": "qd", "session": "morning", "mode": "once", "date": day}
+    resp = client.post("/api/v1/programme/items", json=relay, headers=MANAGER)
+    assert resp.status_code == 201, resp.json
+    gap = {"kind": "separator", "duration_s": 60, "area": "qd", "session": "morning", "mode": "once", "date": day,
+           "order": 1}
+    assert client.post("/api/v1/programme/items", json=gap, headers=MANAGER).status_code == 201
+    tl = client.get(f"/api/v1/areas/qd/timeline?date={day}", headers=MANAGER).json
+    assert [(i["kind"], i["duration_ms"]) for i in tl["items"]] == [("relay", 900_000), ("separator", 60_000)]
+    svc = prog.extensions["loaxa.services"]
+    svc.dispatcher.publish_everything()
+    from controller.models import Publication
+    from schedules import signing
+    from schedules.manifest import Manifest
+
+    with session_scope(prog) as db:
+        pub = db.query(Publication).filter_by(kind="manifest", scope="area/qd").order_by(Publication.version.desc())[0]
+        body = signing.verify(svc.key.public_key(), pub.payload.encode(), kind="manifest", scope="area/qd")
+    items = Manifest.from_body(body).items
+    day_items = [i for i in items if i.id.split(".")[1] == day.replace("-", "")]
+    assert day_items[0].url == "https://stream.vov.vn/vov1" and day_items[0].media.sha256 == "a" * 64  # fallback
+    assert day_items[1].kind == "separator" and day_items[1].media is None
