@@ -48,6 +48,7 @@ class Overrun:
     session_key: str
     session_start_ms: int
     cut_ms: int
+    session_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class Underrun:
     session_key: str
     session_start_ms: int
     free_ms: int
+    session_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -146,8 +148,9 @@ def plan(programme: Programme, areas: list[AreaNode], now_ms: int, *, tz_name: s
         for day in days:
             todays = [e for e in entries if area.id in e.areas and plays_on(e, day)]
             for slot in session_slots(area, programme, day, tz):
-                if slot.end_ms > now_ms and slot.start_ms < end_ms:
-                    result.sessions.append(slot)
+                if slot.end_ms <= now_ms or slot.start_ms >= end_ms:
+                    continue  # outside the window: neither planned nor reported
+                result.sessions.append(slot)
                 _pack(slot, [e for e in todays if e.session_key == slot.key], day, placed[area.id], result)
             for e in todays:
                 if e.at is None:
@@ -191,16 +194,17 @@ def _pack(slot: SessionSlot, queue: list[Entry], day: date, out: list[Item], res
             occ = occurrence_id(e.id, slot.area_id, day, r)
             room = slot.end_ms - t
             if room <= 0:
-                result.overruns.append(Overrun(e.id, occ, slot.area_id, slot.key, slot.start_ms, e.duration_ms))
+                result.overruns.append(Overrun(e.id, occ, slot.area_id, slot.key, slot.start_ms, e.duration_ms,
+                                               slot.name))
             elif e.duration_ms > room:
                 out.append(_item(e, occ, t, room))
                 result.overruns.append(Overrun(e.id, occ, slot.area_id, slot.key, slot.start_ms,
-                                               e.duration_ms - room))
+                                               e.duration_ms - room, slot.name))
             else:
                 out.append(_item(e, occ, t, e.duration_ms))
             t += e.duration_ms
     if queue and t < slot.end_ms:
-        result.underruns.append(Underrun(slot.area_id, slot.key, slot.start_ms, slot.end_ms - t))
+        result.underruns.append(Underrun(slot.area_id, slot.key, slot.start_ms, slot.end_ms - t, slot.name))
 
 
 def _chain(area: AreaNode, by_id: dict[str, AreaNode]) -> list[AreaNode]:

@@ -30,7 +30,7 @@ def test_page_shows_the_timeline_and_lets_an_approver_approve(prog, client):
     item_id = _draft(client)
     _login(client, "op-phu", "pw-op-phu")
     html = client.get("/programme?area=qd/phu&days=7").text
-    assert 'id="timeline"' in html and html.count('class="day"') == 7
+    assert 'id="timeline"' in html and html.count('class="track"') == 7
     assert f'data-item="{item_id}"' in html and "Duyệt</button>" not in html  # an operator cannot approve
     refused = client.post(f"/programme/items/{item_id}/approve",
                           data={"csrf_token": re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)})
