@@ -53,6 +53,22 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(20))
     area_id: Mapped[str | None] = mapped_column(ForeignKey("areas.id"))
     created_ms: Mapped[int] = mapped_column(BigInteger)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until_ms: Mapped[int | None] = mapped_column(BigInteger)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class ApiToken(Base):
+    """A bearer token for automation, with the scopes of the user who owns it."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    last_used_ms: Mapped[int | None] = mapped_column(BigInteger)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class Media(Base):
