@@ -33,7 +33,8 @@ def local_time(ms: int | None, fmt: str = "%d/%m/%Y %H:%M:%S") -> str:
     return datetime.fromtimestamp(ms / 1000, tz).strftime(fmt)
 
 
-def _login_required():
+def login_required():
+    """The logged-in user, or a redirect to the login page (raised)."""
     principal = auth.web_principal()
     if principal is None:
         abort(redirect(url_for("web.login", next=request.path)))
@@ -70,7 +71,7 @@ def logout():
 @bp.get("/")
 def overview():
     """Receivers online/offline and the programme with what played."""
-    principal = _login_required()
+    principal = login_required()
     db = get_db()
     visible = areas.subtree_ids(db, principal.area_id)
     now = now_ms()
@@ -96,27 +97,28 @@ def overview():
     rows = [{"item": i, "area_id": area_id, "wire": i.id, "played": played.get(i.id, 0),
              "expected": rx_per_area.get(area_id, 0) - len(i.exclude), "state": _item_state(i, now)}
             for area_id, i in occurrences]
-    online = sum(1 for r in receivers if _is_online(r, now))
+    online = sum(1 for r in receivers if is_online(r, now))
     return render_template("overview.html", principal=principal, receivers=receivers, rows=rows,
-                           area_names=area_names, online=online, now=now, is_online=_is_online,
+                           area_names=area_names, online=online, now=now, is_online=is_online,
                            local_time=local_time)
 
 
 @bp.get("/receivers/<rx_id>")
 def receiver_page(rx_id: str):
     """One receiver: status, heartbeat and its recent events."""
-    principal = _login_required()
+    principal = login_required()
     db = get_db()
     rx = db.get(Receiver, rx_id)
     if rx is None or not principal.may_touch(db, rx.area_id):
         abort(404)
     evs = db.scalars(select(Event).where(Event.rx_id == rx.id).order_by(Event.ts_ms.desc()).limit(100)).all()
-    return render_template("receiver.html", principal=principal, rx=rx, now=now_ms(), is_online=_is_online,
+    return render_template("receiver.html", principal=principal, rx=rx, now=now_ms(), is_online=is_online,
                            hb=json.loads(rx.last_hb) if rx.last_hb else None,
                            events=[(e, json.loads(e.body)) for e in evs], local_time=local_time)
 
 
-def _is_online(rx: Receiver, now: int) -> bool:
+def is_online(rx: Receiver, now: int) -> bool:
+    """Online and heard from within three heartbeats."""
     return bool(rx.online and rx.last_seen_ms and now - rx.last_seen_ms < STALE_MS)
 
 
@@ -133,7 +135,7 @@ def programme_page():
     """Day or week timeline of one area: sessions, items, over-runs, conflicts, drafts to approve."""
     from controller.api.programme import timeline  # the same computation the API serves
 
-    principal = _login_required()
+    principal = login_required()
     db = get_db()
     tz = ZoneInfo(current_app.config["TIMEZONE"])
     visible = areas.subtree_ids(db, principal.area_id)
@@ -182,7 +184,7 @@ def programme_page():
 @bp.post("/programme/items/<int:item_id>/<any(approve,reject):decision>")
 def decide_page(item_id: int, decision: str):
     """Approve or reject a draft from the programme page (CSRF-protected form)."""
-    principal = _login_required()
+    principal = login_required()
     db = get_db()
     row = db.get(ProgrammeItem, item_id)
     if row is None or not principal.may_touch(db, row.area_id):
