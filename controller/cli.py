@@ -124,6 +124,28 @@ def create_user(username: str, role: str, area: str | None, password: str) -> No
     click.echo(f"user {username} ({role}, area {area or 'all'}) created")
 
 
+@main.command("create-token")
+@click.argument("username")
+@click.argument("name")
+def create_token(username: str, name: str) -> None:
+    """Make an API token for USERNAME (printed once; only its hash is kept)."""
+    from sqlalchemy import select
+
+    from controller import auth
+    from controller.db import session_scope
+    from controller.models import ApiToken, User
+    from schedules.events import now_ms
+
+    app = _app()
+    token = auth.new_token()
+    with session_scope(app) as db:
+        user = db.scalars(select(User).where(User.username == username)).first()
+        if user is None:
+            raise click.UsageError(f"no user {username!r}")
+        db.add(ApiToken(user_id=user.id, name=name[:100], token_hash=auth.token_hash(token), created_ms=now_ms()))
+    click.echo(token)
+
+
 @main.command()
 @click.option("--admin-password", default=None, help="Password for the demo admin (default: random).")
 def demo(admin_password: str | None) -> None:

@@ -31,8 +31,9 @@ DEFAULTS: dict[str, Any] = {
     "AUDIO_TARGET_LUFS": -16.0,  # EBU R128 integrated loudness of every output
     "AUDIO_TRUE_PEAK_DB": -1.5,
     "AUDIO_HIGHPASS_HZ": 120,  # speech band for horn speakers; 0 disables
+    "AUDIO_LOWPASS_HZ": 8000,  # horns reproduce little above this; 0 disables
     "AUDIO_TRIM_SILENCE": True,  # trim leading and trailing silence
-    "AUDIO_CORRECT_UP_TO_S": 1800,  # outputs up to this long are re-measured and re-encoded when off target
+    "AUDIO_CORRECT_UP_TO_S": 600,  # outputs up to this long are re-measured and re-encoded when off target
     "TTS_ENGINES": "gtts,espeak",  # order tried; piper goes first when TTS_PIPER_MODEL is set
     "TTS_GTTS_URL": None,  # default: Google's endpoint
     "TTS_GTTS_TIMEOUT_S": 5,
@@ -48,6 +49,9 @@ DEFAULTS: dict[str, Any] = {
     "MANIFEST_REFRESH_S": 600,
     "REBUILD_DEBOUNCE_S": 1.0,  # a programme change is published this long after the last edit
     "MISSED_CHECK_S": 300,
+    "LOGIN_MAX_FAILURES": 5,  # wrong passwords in a row before the account is locked
+    "LOGIN_LOCK_S": 900,
+    "SESSION_IDLE_S": 1800,  # a browser session ends after this long without a request
     "MISSED_GRACE_S": 120,  # a play counts as missed when no start was reported this long after its end
 }
 

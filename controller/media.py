@@ -16,7 +16,11 @@ _NAME = re.compile(r"^[0-9a-f]{64}\.(mp3|opus)$")
 @bp.get("/media/<name>")
 def media(name: str):
     """One immutable media file; Range requests are honoured (resumable downloads)."""
-    if auth.receiver_from_bearer() is None and auth.web_principal() is None and auth.api_principal() is None:
+    try:
+        allowed = auth.receiver_from_bearer() or auth.web_principal() or auth.api_principal()
+    except auth.AccountLocked:
+        allowed = None
+    if allowed is None:
         abort(401)
     if not _NAME.match(name):
         abort(404)

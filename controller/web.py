@@ -44,27 +44,33 @@ def login_required():
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     """Log in with username and password (CSRF-protected form)."""
-    error = None
+    error = "Phiên làm việc đã hết hạn, vui lòng đăng nhập lại." if session.pop("expired", False) else None
+    status = 200
     if request.method == "POST":
-        principal = auth.authenticate(get_db(), request.form.get("username", ""), request.form.get("password", ""))
-        if principal is None:
+        try:
+            principal = auth.authenticate(get_db(), request.form.get("username", ""),
+                                          request.form.get("password", ""))
+        except auth.AccountLocked as exc:
+            principal = None
+            error = (f"Tài khoản tạm khóa do nhập sai mật khẩu nhiều lần. "
+                     f"Thử lại sau {local_time(exc.until_ms, '%H:%M')}.")
+            status = 429
+        if principal is None and status != 429:
             error = "Sai tên đăng nhập hoặc mật khẩu."
+            status = 401
             time.sleep(0.5)
-        else:
-            session.clear()
-            user_hash = get_db().get(auth.User, principal.id).password_hash
-            session["uid"] = principal.id
-            session["pw"] = user_hash[-16:]
+        if principal is not None:
+            auth.web_login(principal)
             target = request.args.get("next", "")
             safe = target.startswith("/") and not target.startswith("//")
             return redirect(target if safe else url_for("web.overview"))
-    return render_template("login.html", error=error), (401 if error else 200)
+    return render_template("login.html", error=error), status
 
 
 @bp.post("/logout")
 def logout():
     """End the browser session."""
-    session.clear()
+    auth.web_logout()
     return redirect(url_for("web.login"))
 
 

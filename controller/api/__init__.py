@@ -42,6 +42,12 @@ def _too_large(_exc):
                           f"Tệp lớn hơn giới hạn {limit // (1024 * 1024)} MB.")
 
 
+@bp.errorhandler(auth.AccountLocked)
+def _locked(exc: auth.AccountLocked):
+    return error_response(429, "auth.locked", "too many wrong passwords; the account is locked for a while",
+                          "Tài khoản tạm khóa do nhập sai mật khẩu nhiều lần.")
+
+
 @bp.errorhandler(HTTPException)
 def _http_error(exc: HTTPException):
     return error_response(exc.code or 500, f"http.{exc.code}", exc.description or exc.name, exc.name)
@@ -107,4 +113,4 @@ def list_areas(principal):
 
 
 
-from controller.api import bulletins, programme, receivers  # noqa: E402,F401  (registers the views)
+from controller.api import accounts, bulletins, programme, receivers  # noqa: E402,F401  (registers the views)
