@@ -29,15 +29,17 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
     app.config.setdefault("PERMANENT_SESSION_LIFETIME", 8 * 3600)
 
-    from controller import api, auth, db, media, runtime, web
+    from controller import api, auth, db, i18n, media, runtime, web
 
     db.init_app(app)
     auth.init_app(app)
+    i18n.init_app(app)
     csrf.init_app(app)
     csrf.exempt(api.bp)  # the API takes credentials in headers only, never cookies
     app.register_blueprint(api.bp)
     app.register_blueprint(media.bp)
     app.register_blueprint(web.bp)
+    app.register_blueprint(__import__("controller.web_status", fromlist=["bp"]).bp)  # clusters, faults, reports
     app.add_template_filter(lambda s: json.loads(s) if s else {}, "fromjson")
     runtime.init_app(app)
     return app

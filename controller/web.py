@@ -8,6 +8,8 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from flask import Blueprint, abort, current_app, redirect, render_template, request, session, url_for
+from flask_babel import get_locale
+from flask_babel import gettext as _
 from sqlalchemy import func, select
 
 from controller import auth
@@ -44,7 +46,7 @@ def login_required():
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     """Log in with username and password (CSRF-protected form)."""
-    error = "Phiên làm việc đã hết hạn, vui lòng đăng nhập lại." if session.pop("expired", False) else None
+    error = _("Phiên làm việc đã hết hạn, vui lòng đăng nhập lại.") if session.pop("expired", False) else None
     status = 200
     if request.method == "POST":
         try:
@@ -52,11 +54,11 @@ def login():
                                           request.form.get("password", ""))
         except auth.AccountLocked as exc:
             principal = None
-            error = (f"Tài khoản tạm khóa do nhập sai mật khẩu nhiều lần. "
-                     f"Thử lại sau {local_time(exc.until_ms, '%H:%M')}.")
+            error = _("Tài khoản tạm khóa do nhập sai mật khẩu nhiều lần. Thử lại sau %(time)s.",
+                      time=local_time(exc.until_ms, "%H:%M"))
             status = 429
         if principal is None and status != 429:
-            error = "Sai tên đăng nhập hoặc mật khẩu."
+            error = _("Sai tên đăng nhập hoặc mật khẩu.")
             status = 401
             time.sleep(0.5)
         if principal is not None:
@@ -198,10 +200,11 @@ def decide_page(item_id: int, decision: str):
     try:
         decide(db, principal, row, decision == "approve", request.form.get("reason", ""))
     except ApprovalRefused as exc:
-        return redirect(url_for("web.programme_page", area=request.form.get("area"), msg=exc.message_vi))
+        message = exc.message_vi if get_locale().language == "vi" else exc.message
+        return redirect(url_for("web.programme_page", area=request.form.get("area"), msg=message))
     db.commit()
     svc = services()
     if svc is not None:
         svc.programme_changed()
-    done = "Đã duyệt." if decision == "approve" else "Đã từ chối."
+    done = _("Đã duyệt.") if decision == "approve" else _("Đã từ chối.")
     return redirect(url_for("web.programme_page", area=request.form.get("area"), msg=done))
