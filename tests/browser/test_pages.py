@@ -1,0 +1,71 @@
+"""The pages in a real browser: log in, approve a draft on the programme page, look at the overview."""
+
+from __future__ import annotations
+
+import requests
+from conftest import ARTIFACTS, login
+
+
+def _draft(base: str) -> int:
+    """A ready bulletin and a draft item for tonight's session, made through the API by an operator."""
+    from helpers import tone
+
+    src = tone(ARTIFACTS.parent / ".browser-tone.mp3", 2)
+    try:
+        with open(src, "rb") as fh:
+            bid = requests.post(base + "/api/v1/bulletins", auth=("op-phu", "pw-op-phu"), timeout=30,
+                                data={"title": "Thông báo họp dân", "area": "qd/phu"},
+                                files={"file": ("t.mp3", fh, "audio/mpeg")}).json()["bulletin"]["id"]
+    finally:
+        src.unlink(missing_ok=True)
+    from helpers import wait_until
+
+    wait_until(lambda: requests.get(f"{base}/api/v1/bulletins/{bid}", auth=("op-phu", "pw-op-phu"), timeout=10)
+               .json()["bulletin"]["status"] == "ready", what="transcode")
+    item = requests.post(base + "/api/v1/programme/items", auth=("op-phu", "pw-op-phu"), timeout=10,
+                         json={"bulletin_id": bid, "area": "qd/phu", "session": "evening", "mode": "daily"}).json()
+    return item["item"]["id"]
+
+
+def test_approve_a_draft_in_the_browser_and_see_it_on_the_timeline(live_app, page):
+    base = live_app.config["PUBLIC_URL"]
+    item_id = _draft(base)
+    login(page, base, "admin", "pw-admin")
+    page.goto(base + "/programme?area=qd/phu&days=7")
+    row = page.locator(f'#drafts tr[data-item="{item_id}"]')
+    assert "Thông báo họp dân" in row.inner_text()
+    row.locator("text=Duyệt").click()
+    page.wait_for_load_state()
+    assert page.locator("#message").inner_text() == "Đã duyệt."
+    assert page.locator(f'#drafts tr[data-item="{item_id}"]').count() == 0
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    sunday = datetime.now(ZoneInfo("Asia/Ho_Chi_Minh")).weekday() == 6
+    assert page.locator("#timeline .it").count() == (0 if sunday else 1)  # today's evening (the day view)
+    page.goto(base + "/programme?area=qd/phu&days=7")
+    assert page.locator("#timeline .it").count() == 6  # every evening, Monday to Saturday
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "programme-week.png"), full_page=True)
+
+
+def test_overview_in_english_and_on_a_phone(live_app, browser):
+    base = live_app.config["PUBLIC_URL"]
+    phone = browser.new_context(viewport={"width": 360, "height": 740}, is_mobile=True)
+    try:
+        page = phone.new_page()
+        login(page, base, "viewer", "pw-viewer")
+        assert "Tổng quan" in page.content()
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 362, f"the overview scrolls sideways on a phone ({width}px)"
+        page.goto(base + "/lang/en?next=/")
+        assert "Overview" in page.content() and "Loudspeaker clusters" in page.content()
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "overview-phone-en.png"), full_page=True)
+    finally:
+        phone.close()
+
+
+def test_wrong_password_shows_a_vietnamese_message(live_app, page):
+    login(page, live_app.config["PUBLIC_URL"], "admin", "sai")
+    assert page.locator(".err").inner_text() == "Sai tên đăng nhập hoặc mật khẩu."
