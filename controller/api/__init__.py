@@ -113,4 +113,4 @@ def list_areas(principal):
 
 
 
-from controller.api import accounts, bulletins, programme, receivers  # noqa: E402,F401  (registers the views)
+from controller.api import accounts, admin, bulletins, programme, receivers  # noqa: E402,F401  (registers the views)
