@@ -12,9 +12,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import clear_retained, make_config, seed_district
 
 from controller.broker import free_port, mosquitto_binary, wait_for_port
+
+from helpers import clear_retained, make_config, seed_district
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -198,6 +198,8 @@ def _parse_item(principal: auth.Principal, db: Session, data: dict, creating: bo
     if not isinstance(weekdays, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in weekdays):
         raise ApiError(400, "item.bad_weekday", "weekdays are integers 0 (Monday) to 6 (Sunday)",
                        "Thứ trong tuần không hợp lệ.")
+    if mode == "once" and day is not None and day < datetime.now(ZoneInfo(tz)).date():
+        raise ApiError(422, "schedule.in_past", "that day has passed", "Ngày phát đã qua.")
     if mode not in MODES:
         raise ApiError(400, "item.bad_mode", f"mode must be one of {', '.join(MODES)}", "Chế độ phát không hợp lệ.")
     values = dict(

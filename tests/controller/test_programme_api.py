@@ -190,3 +190,9 @@ def test_relay_and_silence_separator(prog, client):
     day_items = [i for i in items if i.id.split(".")[1] == day.replace("-", "")]
     assert day_items[0].url == "https://stream.vov.vn/vov1" and day_items[0].media.sha256 == "a" * 64  # fallback
     assert day_items[1].kind == "separator" and day_items[1].media is None
+
+
+def test_a_day_that_has_passed_is_refused(prog, client):
+    body = {"bulletin_id": 1, "area": "qd/phu", "session": "evening", "mode": "once", "date": "2020-01-06"}
+    resp = client.post("/api/v1/programme/items", json=body, headers=ADMIN)
+    assert resp.status_code == 422 and resp.json["error"]["code"] == "schedule.in_past"
