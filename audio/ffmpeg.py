@@ -1,4 +1,7 @@
-"""The only module that runs ffmpeg and ffprobe.
+"""The only module that runs ffmpeg and ffprobe (through ffmpeg-python's graphs).
+
+Pass 1 (:func:`measure`) and pass 2 (:func:`normalise_encode`) of the
+normalising pipeline live here, with ``-progress`` parsing for job progress.
 
 Binaries come from ``LOAXA_FFMPEG`` / ``LOAXA_FFPROBE``, else the system PATH,
 else the ffmpeg shipped by the imageio-ffmpeg wheel (which has no ffprobe:
@@ -13,6 +16,10 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -26,7 +33,14 @@ logger = logging.getLogger(__name__)
 _DURATION = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
 _AUDIO_STREAM = re.compile(r"Stream #\S+(?:\([^)]*\))?: Audio: (\w+)[^,\n]*, (\d+) Hz, ([^,\n]+)")
 _INPUT_FORMAT = re.compile(r"Input #0, ([^,]+(?:,[^,]+)*?), from")
-_TIME = re.compile(r"time=(\d+):(\d\d):(\d\d(?:\.\d+)?)")
+_INTEGRATED = re.compile(r"Integrated loudness:\s+I:\s+(-?[\d.]+|-inf) LUFS")
+_PEAK = re.compile(r"(?:Sample|True) peak:\s+Peak:\s+(-?[\d.]+|-inf) dBFS")
+_SILENCE_START = re.compile(r"silence_start: (-?[\d.]+)")
+_SILENCE_END = re.compile(r"silence_end: (-?[\d.]+)")
+
+ENVELOPE_RATE = 1000
+Progress = Callable[[float], None]
+"""Called with the fraction done (0..1) while ffmpeg runs."""
 
 
 @lru_cache(maxsize=1)
@@ -135,34 +149,6 @@ def parse_ffmpeg_banner(stderr: str) -> ProbeResult:
     )
 
 
-def transcode_mono_mp3(src: Path, dst: Path, *, bitrate: str = "48k", sample_rate: int = 44100,
-                       max_duration_s: float | None = None) -> None:
-    """Stream ``src`` through ffmpeg into mono MP3 at ``dst`` (memory does not grow with length)."""
-    stream = ffmpeg_python.input(str(src), **({"t": max_duration_s} if max_duration_s else {}))
-    graph = (
-        stream.audio.filter("aformat", channel_layouts="mono")
-        .output(str(dst), acodec="libmp3lame", audio_bitrate=bitrate, ar=sample_rate, ac=1, f="mp3",
-                map_metadata=-1, vn=None)
-        .global_args("-hide_banner", "-nostdin", "-loglevel", "error")
-        .overwrite_output()
-    )
-    proc = _run(graph.compile(cmd=ffmpeg_exe()), 3 * 3600)
-    if proc.returncode != 0:
-        raise AudioError("audio.transcode_failed", f"ffmpeg failed: {proc.stderr.strip()[:300]}",
-                         "Chuyển đổi âm thanh thất bại.")
-
-
-def decoded_duration(path: Path) -> float:
-    """Duration in seconds obtained by decoding the whole file (exact, not from headers)."""
-    proc = _run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path), "-f", "null", "-"], 3 * 3600)
-    times = _TIME.findall(proc.stderr)
-    if proc.returncode != 0 or not times:
-        raise AudioError("audio.undecodable", "ffmpeg cannot decode the file",
-                         "Tệp không giải mã được.")
-    h, m, s = times[-1]
-    return int(h) * 3600 + int(m) * 60 + float(s)
-
-
 def generate_tone(dst: Path, seconds: float, frequency: int = 440) -> None:
     """Write a test tone (beeps of ``frequency`` Hz) as MP3: demo and test material."""
     expr = f"sin(2*PI*{frequency}*t)*0.5*lt(mod(t\\,1)\\,0.6)"
@@ -172,3 +158,253 @@ def generate_tone(dst: Path, seconds: float, frequency: int = 440) -> None:
     if proc.returncode != 0:
         raise AudioError("audio.transcode_failed", f"ffmpeg failed: {proc.stderr.strip()[:300]}",
                          "Tạo âm thanh thử thất bại.")
+
+
+@dataclass(frozen=True)
+class Loudness:
+    """An EBU R128 measurement of a mono signal."""
+
+    integrated_lufs: float
+    peak_db: float
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What the first pass learned: loudness, decoded duration, and silence at both ends."""
+
+    loudness: Loudness
+    duration_s: float
+    lead_silence_s: float = 0.0
+    trail_silence_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """The distribution format: codec, container, bitrate, sample rate."""
+
+    format: str = "mp3"  # mp3 | opus
+    bitrate: str = "48k"
+    sample_rate: int = 44100
+
+    @property
+    def extension(self) -> str:
+        """File extension of this format."""
+        return "opus" if self.format == "opus" else "mp3"
+
+    def output_args(self) -> dict:
+        """ffmpeg output options for this format."""
+        if self.format == "opus":
+            return {"acodec": "libopus", "audio_bitrate": self.bitrate, "ar": 48000, "ac": 1, "f": "ogg",
+                    "application": "voip"}
+        return {"acodec": "libmp3lame", "audio_bitrate": self.bitrate, "ar": self.sample_rate, "ac": 1, "f": "mp3"}
+
+
+def _float_or_inf(text: str) -> float:
+    return float("-inf") if text == "-inf" else float(text)
+
+
+def parse_ebur128_summary(stderr: str) -> Loudness | None:
+    """Integrated loudness and peak from the summary the ebur128 filter logs at the end."""
+    i = _INTEGRATED.findall(stderr)
+    p = _PEAK.findall(stderr)
+    if not i:
+        return None
+    return Loudness(_float_or_inf(i[-1]), _float_or_inf(p[-1]) if p else float("-inf"))
+
+
+def parse_silences(stderr: str, duration_s: float, *, keep_s: float = 0.25) -> tuple[float, float]:
+    """Seconds of silence to trim at the start and at the end, from silencedetect's log.
+
+    ``keep_s`` of each silence is kept so that speech does not start abruptly.
+    """
+    starts = [float(x) for x in _SILENCE_START.findall(stderr)]
+    ends = [float(x) for x in _SILENCE_END.findall(stderr)]
+    lead = trail = 0.0
+    if starts and ends and starts[0] <= 0.05:
+        lead = max(0.0, ends[0] - keep_s)
+    if starts and ends and len(ends) >= len(starts) and ends[-1] >= duration_s - 0.05 and starts[-1] > 0.05:
+        trail = max(0.0, duration_s - starts[-1] - keep_s)
+    if duration_s - lead - trail < 0.5 + 2 * keep_s:  # (nearly) all silence: leave it whole
+        return 0.0, 0.0
+    return lead, trail
+
+
+def run_with_progress(args: list[str], *, duration_s: float | None, on_progress: Progress | None,
+                      timeout: float) -> tuple[int, str, float]:
+    """Run ffmpeg with ``-progress pipe:1``; return (exit code, stderr, last out_time in seconds).
+
+    stderr goes to an unnamed temporary file so that neither pipe can fill up,
+    and a timer kills ffmpeg after ``timeout`` seconds.
+    """
+    with tempfile.TemporaryFile() as err:
+        try:
+            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
+        except OSError:
+            logger.error("cannot run %s: is it installed?", args[0])
+            raise
+        started = time.monotonic()
+        timer = threading.Timer(timeout, proc.kill)
+        timer.daemon = True
+        timer.start()
+        out_time = 0.0
+        try:
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                key, _, value = raw.decode("ascii", "replace").strip().partition("=")
+                if key == "out_time_us" and value.isdigit():
+                    out_time = int(value) / 1e6
+                    if on_progress and duration_s:
+                        on_progress(min(1.0, out_time / duration_s))
+            code = proc.wait()
+        finally:
+            timer.cancel()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            if proc.stdout:
+                proc.stdout.close()
+        err.seek(0)
+        stderr = err.read().decode("utf-8", "replace")
+    if code != 0 and time.monotonic() - started >= timeout:
+        raise AudioError("audio.timeout", f"ffmpeg timed out after {timeout:.0f}s", "Xử lý âm thanh quá lâu, đã dừng.")
+    if code < 0:
+        logger.error("ffmpeg died of signal %d: %s", -code, " ".join(args[:6]))
+        raise AudioError("audio.ffmpeg_crashed", f"ffmpeg crashed (signal {-code})",
+                         "Bộ xử lý âm thanh bị lỗi đột ngột; hãy thử lại.")
+    return code, stderr, out_time
+
+
+_GLOBAL = ("-hide_banner", "-nostdin", "-nostats", "-progress", "pipe:1", "-loglevel", "info")
+
+
+def _mono(stream, highpass_hz: float, lowpass_hz: float = 0):
+    """Downmix first (every later filter then runs on one channel), in float, then the speech band.
+
+    The low-pass keeps what a horn speaker reproduces and what the encoder
+    keeps at 48 kbps, so that the loudness measured in pass 1 is the loudness
+    that comes out.
+    """
+    mono = stream.audio.filter("aformat", sample_fmts="flt", channel_layouts="mono")
+    if highpass_hz > 0:
+        mono = mono.filter("highpass", f=highpass_hz)
+    if lowpass_hz > 0:
+        mono = mono.filter("lowpass", f=lowpass_hz)
+    return mono
+
+
+def measure(src: Path, *, highpass_hz: float, max_duration_s: float, lowpass_hz: float = 0,
+            trim_silence: bool = False, envelope_file: Path | None = None,
+            on_progress: Progress | None = None, expected_s: float | None = None) -> Measurement:
+    """First pass: integrated loudness and sample peak (EBU R128) of the mono, band-limited signal.
+
+    Reads at most ``max_duration_s`` + 1 s, so a file claiming hours in its
+    headers costs no more than the limit; the caller compares the decoded
+    duration with the limit. With ``envelope_file``, the same decode also
+    writes a 1 kHz 16-bit envelope there for the waveform (nearly free here,
+    unlike a branch in pass 2).
+    """
+    stream = _mono(ffmpeg_python.input(str(src), t=max_duration_s + 1), highpass_hz, lowpass_hz)
+    if trim_silence:
+        stream = stream.filter("silencedetect", n="-50dB", d=0.4)
+    stream = stream.filter("ebur128", peak="sample", framelog="verbose")
+    if envelope_file is None:
+        out = stream.output("-", f="null")
+    else:
+        out = stream.filter("aresample", ENVELOPE_RATE, filter_size=1).output(
+            str(envelope_file), f="s16le", acodec="pcm_s16le", ac=1).overwrite_output()
+    graph = out.global_args(*_GLOBAL)
+    code, stderr, out_time = run_with_progress(graph.compile(cmd=ffmpeg_exe()), duration_s=expected_s,
+                                               on_progress=on_progress, timeout=max_duration_s + 600)
+    loudness = parse_ebur128_summary(stderr)
+    if code != 0 or loudness is None:
+        logger.warning("measure %s failed (exit %s): %s", src.name, code, _tail(stderr))
+        raise AudioError("audio.undecodable", f"ffmpeg cannot decode the file (exit {code})",
+                         "Tệp không giải mã được (hỏng hoặc bị cắt cụt).")
+    lead, trail = parse_silences(stderr, out_time) if trim_silence else (0.0, 0.0)
+    return Measurement(loudness, out_time, lead, trail)
+
+
+def normalise_encode(src: Path, dst: Path, *, gain_db: float, limit_db: float, highpass_hz: float,
+                     lowpass_hz: float = 0, encoding: Encoding, max_duration_s: float, start_s: float = 0.0,
+                     end_s: float | None = None, on_progress: Progress | None = None,
+                     expected_s: float | None = None) -> float:
+    """Second pass: mono, band-limit, trim, one linear gain, a lookahead peak limiter, encode.
+
+    Returns the duration written, in seconds.
+    """
+    stream = _mono(ffmpeg_python.input(str(src), t=max_duration_s + 1), highpass_hz, lowpass_hz)
+    if start_s > 0 or end_s is not None:
+        stream = stream.filter("atrim", **({"start": start_s} if start_s > 0 else {}),
+                               **({"end": end_s} if end_s is not None else {})).filter("asetpts", "PTS-STARTPTS")
+    limit = min(1.0, max(0.0625, 10 ** (limit_db / 20)))
+    stream = (stream.filter("volume", volume=f"{gain_db:.2f}dB")
+              .filter("alimiter", limit=f"{limit:.5f}", attack=5, release=50, level=0, latency=1))
+    graph = (stream.output(str(dst), map_metadata=-1, **encoding.output_args())
+             .global_args(*_GLOBAL).overwrite_output())
+    code, stderr, out_time = run_with_progress(graph.compile(cmd=ffmpeg_exe()), duration_s=expected_s,
+                                               on_progress=on_progress, timeout=max_duration_s + 600)
+    if code != 0:
+        logger.warning("encode %s failed (exit %s): %s", src.name, code, _tail(stderr))
+        raise AudioError("audio.transcode_failed", f"ffmpeg failed (exit {code}): {_tail(stderr)}",
+                         "Chuyển đổi âm thanh thất bại.")
+    return out_time
+
+
+def envelope(path: Path, buckets: int = 800, *, start_s: float = 0.0, end_s: float | None = None,
+             rate: int | None = None) -> list[float]:
+    """Peaks (0..1, two decimals) in ``buckets`` slices of a raw s16le mono file, between
+    ``start_s`` and ``end_s``; read in chunks, so memory stays flat."""
+    import array
+
+    rate = rate or ENVELOPE_RATE
+    total = path.stat().st_size // 2
+    first = min(total, int(start_s * rate))
+    last = total if end_s is None else min(total, int(end_s * rate))
+    size = last - first
+    if size <= 0:
+        return []
+    per = max(1, -(-size // buckets))
+    out: list[float] = []
+    with open(path, "rb") as fh:
+        fh.seek(first * 2)
+        remaining = size
+        while remaining > 0:
+            chunk = fh.read(min(per, remaining) * 2)
+            if len(chunk) < 2:
+                break
+            remaining -= len(chunk) // 2
+            samples = array.array("h")
+            samples.frombytes(chunk[: len(chunk) // 2 * 2])
+            out.append(round(max(max(samples), -min(samples)) / 32768, 2))
+    return out
+
+
+def measure_output(path: Path) -> Loudness:
+    """An independent EBU R128 measurement with true peak (tests and benchmarks)."""
+    graph = (ffmpeg_python.input(str(path)).audio.filter("ebur128", peak="true", framelog="verbose")
+             .output("-", f="null").global_args("-hide_banner", "-nostdin", "-nostats"))
+    proc = _run(graph.compile(cmd=ffmpeg_exe()), 3 * 3600)
+    loudness = parse_ebur128_summary(proc.stderr)
+    if proc.returncode != 0 or loudness is None:
+        raise AudioError("audio.undecodable", "ffmpeg cannot decode the file", "Tệp không giải mã được.")
+    return loudness
+
+
+def _tail(stderr: str, limit: int = 300) -> str:
+    lines = [ln for ln in stderr.strip().splitlines() if "Parsed_ebur128" not in ln]
+    return " | ".join(lines[-3:])[-limit:]
+
+
+def decode_pcm(path: Path, *, sample_rate: int = 24000, max_duration_s: float = 900) -> bytes:
+    """Decode a short piece (a sentence, a jingle) to mono 16-bit PCM; longer pieces are refused."""
+    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(path),
+                           "-t", str(max_duration_s + 0.5), "-vn", "-ac", "1", "-ar", str(sample_rate),
+                           "-f", "s16le", "-acodec", "pcm_s16le", "pipe:1"],
+                          capture_output=True, timeout=max_duration_s + 60, check=False)
+    if proc.returncode != 0:
+        raise AudioError("audio.undecodable", f"ffmpeg cannot decode {path.name}: "
+                         f"{proc.stderr.decode('utf-8', 'replace').strip()[:200]}", "Tệp không giải mã được.")
+    if len(proc.stdout) > max_duration_s * sample_rate * 2:
+        raise AudioError("assembly.piece_too_long", f"{path.name} is longer than {max_duration_s:.0f}s",
+                         f"Đoạn âm thanh dài quá {max_duration_s / 60:.0f} phút để ghép.")
+    return proc.stdout

@@ -1,13 +1,16 @@
-"""Turn an uploaded file into a content-addressed distribution file.
+"""Turn any bulletin input into a content-addressed, broadcast-ready distribution file.
 
-Foundation version: probe, validate, transcode to mono MP3 48 kbps, name by
-sha256. Loudness normalisation arrives with the audio pipeline issue.
+probe → validate → measure (pass 1: EBU R128 on the mono, high-passed signal)
+→ normalise and encode (pass 2: one linear gain, a peak limiter, the
+distribution codec) → sha256 → rename into the store. Everything streams
+through ffmpeg; nothing partial ever lands under its final name.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -18,10 +21,47 @@ from audio.errors import AudioError
 
 logger = logging.getLogger(__name__)
 
+SILENT_LUFS = -69.0
+"""ebur128 reports -70 LUFS when every block is gated out: the input is silence."""
+MAX_GAIN_DB = 50.0
+CODEC_OFFSET_DB = {"mp3": 0.5, "opus": 0.0}
+"""Level the encoder loses, measured here (a 1 kHz sine loses 0.4 LU through libmp3lame and
+ffmpeg's decoder, at 48 and 128 kbps alike; espeak speech 0.5 LU); added to the gain up front."""
+TOLERANCE_LU = 0.5
+DURATION_SLACK_S = 0.5
+"""An encoder's padding must not make a three-hour recording "longer than three hours"."""
+
+# Containers ffprobe may name for each family of file extensions: a name that
+# claims one family while the bytes are another is refused.
+_FAMILIES: dict[str, tuple[str, ...]] = {
+    "mp3": ("mp3",),
+    "wav": ("wav", "w64"),
+    "m4a": ("mov", "mp4", "m4a", "3gp", "aac"), "aac": ("aac", "mov", "mp4", "m4a", "adts"),
+    "mp4": ("mov", "mp4", "m4a"), "mov": ("mov", "mp4"), "3gp": ("mov", "mp4", "3gp", "amr"),
+    "amr": ("amr", "amrnb", "amrwb"), "ogg": ("ogg",), "opus": ("ogg",), "oga": ("ogg",),
+    "flac": ("flac",), "wma": ("asf",), "asf": ("asf",), "mkv": ("matroska", "webm"),
+    "webm": ("matroska", "webm"),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How inputs are normalised and encoded (all from the controller's config)."""
+
+    target_lufs: float = -16.0
+    true_peak_db: float = -1.5
+    highpass_hz: float = 120.0
+    lowpass_hz: float = 8000.0
+    trim_silence: bool = False
+    encoding: ffmpeg.Encoding = ffmpeg.Encoding()
+    max_duration_s: float = 3 * 3600
+    limiter_margin_db: float = 0.5  # the limiter holds sample peaks this far under the true-peak target
+    correct_up_to_s: float = 600.0  # outputs up to this long are re-measured and, if off, encoded again
+
 
 @dataclass(frozen=True)
 class Prepared:
-    """A distribution file in the media store."""
+    """A distribution file in the media store, with what was measured on the way."""
 
     sha256: str
     path: Path
@@ -30,6 +70,11 @@ class Prepared:
     format: str
     source_codec: str | None
     source_duration_s: float | None
+    loudness_in_lufs: float | None = None
+    peak_in_db: float | None = None
+    loudness_lufs: float | None = None
+    peak_db: float | None = None
+    peaks: tuple[float, ...] = ()
 
 
 def sha256_file(path: Path) -> str:
@@ -41,7 +86,22 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def validate(path: Path, *, max_duration_s: float) -> ffmpeg.ProbeResult:
+def check_name(name: str | None, info: ffmpeg.ProbeResult) -> None:
+    """Refuse a file whose extension claims a format its bytes are not (``x.mp3`` that is a WAV)."""
+    if not name or "." not in name:
+        return
+    ext = name.rsplit(".", 1)[1].lower().strip()
+    family = _FAMILIES.get(ext)
+    if family is None:
+        return
+    found = set(info.format_name.lower().split(","))
+    if not any(f in found for f in family):
+        raise AudioError("audio.name_mismatch",
+                         f"the file is named .{ext} but holds {info.format_name}",
+                         f"Tên tệp là .{ext} nhưng nội dung không phải định dạng đó.")
+
+
+def validate(path: Path, *, max_duration_s: float, name: str | None = None) -> ffmpeg.ProbeResult:
     """Probe ``path`` and refuse what cannot become a bulletin."""
     if path.stat().st_size == 0:
         raise AudioError("audio.empty", "the uploaded file is empty", "Tệp tải lên rỗng.")
@@ -50,37 +110,131 @@ def validate(path: Path, *, max_duration_s: float) -> ffmpeg.ProbeResult:
         raise AudioError("audio.no_stream", "the file has no audio stream", "Tệp không có âm thanh.")
     if info.duration_s is not None and info.duration_s <= 0:
         raise AudioError("audio.zero_duration", "the audio lasts zero seconds", "Âm thanh có độ dài bằng 0.")
-    if info.duration_s is not None and info.duration_s > max_duration_s:
-        raise AudioError("audio.too_long",
-                         f"the audio lasts {info.duration_s:.0f}s, over the {max_duration_s:.0f}s limit",
-                         f"Âm thanh dài quá giới hạn {max_duration_s / 60:.0f} phút.")
+    if info.duration_s is not None and info.duration_s > max_duration_s + DURATION_SLACK_S:
+        raise _too_long(info.duration_s, max_duration_s)
+    check_name(name, info)
     return info
 
 
-def prepare(src: Path, store: Path, *, max_duration_s: float = 3 * 3600, bitrate: str = "48k") -> Prepared:
-    """Validate, transcode and store ``src``; identical content is stored once.
+def _too_long(duration_s: float, max_duration_s: float) -> AudioError:
+    return AudioError("audio.too_long",
+                      f"the audio lasts {duration_s:.0f}s, over the {max_duration_s:.0f}s limit",
+                      f"Âm thanh dài quá giới hạn {max_duration_s / 60:.0f} phút.")
 
-    The output is written to a temporary file in the store, measured, and
-    renamed to ``<sha256>.mp3`` only when complete.
+
+def prepare(src: Path, store: Path, *, settings: Settings | None = None, name: str | None = None,
+            on_progress: ffmpeg.Progress | None = None, max_duration_s: float | None = None,
+            bitrate: str | None = None) -> Prepared:
+    """Validate, normalise, encode and store ``src``; identical output is stored once.
+
+    ``on_progress`` receives the fraction done (pass 1 is the first fifth).
+    The output is written to a temporary file in the store, checked, and
+    renamed to ``<sha256>.<ext>`` only when complete. Outputs up to
+    ``settings.correct_up_to_s`` long are measured again (true peak) and
+    re-encoded when they missed; for longer ones the loudness after is the
+    estimate from pass 1 and the gain.
     """
-    info = validate(src, max_duration_s=max_duration_s)
+    s = settings or Settings()
+    if max_duration_s is not None or bitrate is not None:
+        s = Settings(**{**s.__dict__, "max_duration_s": max_duration_s or s.max_duration_s,
+                        "encoding": ffmpeg.Encoding(s.encoding.format, bitrate or s.encoding.bitrate,
+                                                    s.encoding.sample_rate)})
+    info = validate(src, max_duration_s=s.max_duration_s, name=name)
+    report = on_progress or (lambda _f: None)
     store.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=".incoming-", suffix=".mp3", dir=store)
+    ext = s.encoding.extension
+    fd, tmp_name = tempfile.mkstemp(prefix=".incoming-", suffix=f".{ext}", dir=store)
     os.close(fd)
     tmp = Path(tmp_name)
+    envelope_file = tmp.with_suffix(".envelope")
     try:
-        ffmpeg.transcode_mono_mp3(src, tmp, bitrate=bitrate, max_duration_s=max_duration_s)
-        duration = ffmpeg.decoded_duration(tmp)
-        if duration <= 0:
+        m = ffmpeg.measure(src, highpass_hz=s.highpass_hz, lowpass_hz=s.lowpass_hz,
+                           max_duration_s=s.max_duration_s, trim_silence=s.trim_silence,
+                           envelope_file=envelope_file, expected_s=info.duration_s,
+                           on_progress=lambda f: report(0.2 * f))
+        if m.duration_s <= 0:
             raise AudioError("audio.zero_duration", "the audio decodes to nothing", "Âm thanh có độ dài bằng 0.")
+        if m.duration_s > s.max_duration_s + DURATION_SLACK_S:
+            raise _too_long(m.duration_s, s.max_duration_s)
+        if m.loudness.integrated_lufs < SILENT_LUFS:
+            raise AudioError("audio.silent", "the recording is silent", "Bản ghi không có tiếng (im lặng).")
+        offset = CODEC_OFFSET_DB.get(s.encoding.format, 0.0)
+        gain = min(MAX_GAIN_DB, s.target_lufs - m.loudness.integrated_lufs + offset)
+        limit = s.true_peak_db - s.limiter_margin_db
+        end = m.duration_s - m.trail_silence_s if m.trail_silence_s > 0 else None
+
+        def encode(gain_db: float, limit_db: float, lo: float, hi: float) -> float:
+            return ffmpeg.normalise_encode(src, tmp, gain_db=gain_db, limit_db=limit_db,
+                                           highpass_hz=s.highpass_hz, lowpass_hz=s.lowpass_hz,
+                                           encoding=s.encoding, max_duration_s=s.max_duration_s,
+                                           start_s=m.lead_silence_s, end_s=end, expected_s=m.duration_s,
+                                           on_progress=lambda f: report(lo + (hi - lo) * f))
+
+        short = m.duration_s <= s.correct_up_to_s
+        duration = encode(gain, limit, 0.2, 0.85 if short else 1.0)
+        if duration <= 0 or tmp.stat().st_size == 0:
+            raise AudioError("audio.zero_duration", "the audio encodes to nothing", "Âm thanh có độ dài bằng 0.")
+        if short:
+            gain, limit, duration, after = _correct(s, src, tmp, gain, limit, duration, encode)
+        else:
+            after = ffmpeg.Loudness(round(m.loudness.integrated_lufs + gain - offset, 1), float("nan"))
+        peaks = [min(round(10 ** (limit / 20), 2), round(p * 10 ** (gain / 20), 2))
+                 for p in ffmpeg.envelope(envelope_file, start_s=m.lead_silence_s, end_s=end)]
         digest = sha256_file(tmp)
-        final = store / f"{digest}.mp3"
+        final = store / f"{digest}.{ext}"
         size = tmp.stat().st_size
         if final.exists():
             tmp.unlink()
         else:
             os.replace(tmp, final)
-        logger.info("prepared %s -> %s (%.1fs, %d bytes)", src.name, final.name, duration, size)
-        return Prepared(digest, final, size, round(duration * 1000), "mp3", info.codec, info.duration_s)
+        report(1.0)
+        logger.info("prepared %s -> %s (%.1fs, %d bytes, %.1f -> %.1f LUFS)", src.name, final.name,
+                    duration, size, m.loudness.integrated_lufs, after.integrated_lufs)
+        return Prepared(digest, final, size, round(duration * 1000), ext, info.codec, info.duration_s,
+                        loudness_in_lufs=m.loudness.integrated_lufs, peak_in_db=_finite(m.loudness.peak_db),
+                        loudness_lufs=after.integrated_lufs, peak_db=_finite(after.peak_db), peaks=tuple(peaks))
     finally:
         tmp.unlink(missing_ok=True)
+        envelope_file.unlink(missing_ok=True)
+
+
+def _correct(s: Settings, src: Path, tmp: Path, gain: float, limit: float, duration: float,
+             encode) -> tuple[float, float, float, ffmpeg.Loudness]:
+    """Measure a short output (true peak) and encode again while it misses the target or the ceiling.
+
+    A limiter working hard on peaky speech (espeak-ng's voice has 19 dB
+    between loudness and peak) lowers the loudness, and the encoder can
+    overshoot the ceiling.
+    """
+    after = ffmpeg.measure_output(tmp)
+    tried = [(gain, after.integrated_lufs)]
+    for attempt in range(3):
+        miss = s.target_lufs - after.integrated_lufs
+        over = after.peak_db - s.true_peak_db
+        if (abs(miss) <= TOLERANCE_LU and over <= 0) or after.integrated_lufs <= SILENT_LUFS:
+            break
+        if over > 0:
+            limit = max(-24.0, limit - over - 0.3)
+        if abs(miss) > TOLERANCE_LU or attempt == 2:
+            # The limiter eats part of each added dB: the secant of the last two tries says how much.
+            slope = 1.0
+            if len(tried) >= 2 and tried[-1][0] != tried[-2][0]:
+                slope = (tried[-1][1] - tried[-2][1]) / (tried[-1][0] - tried[-2][0])
+                slope = min(1.0, max(0.25, slope))
+            gain = min(MAX_GAIN_DB + 6, gain + max(-6.0, min(8.0, miss / slope)))
+        logger.info("%s: %.1f LUFS %.1f dBTP after encoding; again with gain %+.1f dB, limit %.1f dB",
+                    src.name, after.integrated_lufs, after.peak_db, gain, limit)
+        duration = encode(gain, limit, 0.85 + 0.04 * attempt, 0.89 + 0.04 * attempt)
+        after = ffmpeg.measure_output(tmp)
+        tried.append((gain, after.integrated_lufs))
+    if after.peak_db > s.true_peak_db:
+        # The ceiling is a hard rule, loudness a target: give up loudness rather than peaks.
+        limit = max(-24.0, limit - (after.peak_db - s.true_peak_db) - 0.5)
+        logger.info("%s: still %.1f dBTP; limit %.1f dB", src.name, after.peak_db, limit)
+        duration = encode(gain, limit, 0.97, 1.0)
+        after = ffmpeg.measure_output(tmp)
+    return gain, limit, duration, after
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from helpers import tone
 
 from audio import ffmpeg, pipeline
 from audio.errors import AudioError
+
+from helpers import tone
 
 BANNER = """Input #0, mov,mp4,m4a,3gp,3g2,mj2, from 'voice.m4a':
   Metadata:

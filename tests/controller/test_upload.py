@@ -6,11 +6,12 @@ import io
 from pathlib import Path
 
 import pytest
-from helpers import basic, tone, wait_until
 from sqlalchemy import func, select
 
 from controller.db import session_scope
 from controller.models import Bulletin, Media
+
+from helpers import basic, tone, wait_until
 
 ADMIN = basic("admin", "pw-admin")
 OP_PHU = basic("op-phu", "pw-op-phu")
@@ -93,9 +94,9 @@ def test_video_without_audio_is_refused(district, client, tmp_path):
 
 
 def test_upload_over_the_limit_is_refused(tmp_path):
-    from helpers import make_config, seed_district
-
     from controller import create_app, db
+
+    from helpers import make_config, seed_district
 
     app = create_app(make_config(tmp_path, MAX_UPLOAD_BYTES=10_000))
     db.upgrade(app.config["DATABASE_URL"])
