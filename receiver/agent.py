@@ -13,9 +13,20 @@ Threads (all owned by one :class:`Agent`):
   item at its second by the local clock;
 - the *heartbeat* publishes the agent's health every ``heartbeat_s``.
 
-State under ``state_dir``: ``outbox.db``, ``media/``, ``conf.json`` (last good
-signed conf) and ``manifests/<scope, url-quoted>.json`` (last good signed
-manifest of each scope), so a restart with the broker down still plays.
+State under ``state_dir``: ``outbox.db``, ``nonces.db`` (nonces of obeyed
+commands, the replay guard), ``media/``, ``conf.json`` (last good signed conf)
+and ``manifests/<scope, url-quoted>.json`` (last good signed manifest of each
+scope), so a restart with the broker down still plays.
+
+Commands (:mod:`schedules.commands`) are verified (signature, kind and scope,
+``ts`` window, expiry, nonce) and every refusal is reported as a
+``command.refused`` event. An ``emergency`` pre-empts the item playing (which
+is then rejoined where the schedule stands), ``stop`` ends what plays,
+``volume`` sets the programme volume, ``resync`` re-subscribes and resends.
+While an item plays, the output's position is held to the system clock
+(:meth:`Agent._correct_drift`); the amplifier relay is switched around
+sessions (:mod:`receiver.hardware`); systemd gets READY/WATCHDOG
+(:mod:`receiver.systemd`).
 """
 
 from __future__ import annotations
@@ -27,18 +38,22 @@ import shutil
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from receiver import __version__, health, systemd
 from receiver.cache import DownloadCancelled, DownloadError, MediaCache, write_atomic
 from receiver.config import ReceiverConfig
 from receiver.decoder import Decoder, DecoderError
+from receiver.hardware import Hardware, HardwareError
 from receiver.mqtt import MqttSession
+from receiver.nonces import NonceStore
 from receiver.outbox import Outbox
-from receiver.sinks import Output, Sink, make_sink
+from receiver.sinks import Output, Sink, SinkError, make_sink
 from schedules import events, topics
+from schedules.commands import TS_TOLERANCE_MS, Command, CommandError
 from schedules.conf import ConfError, ReceiverConf
 from schedules.manifest import Item, Manifest, ManifestError, MediaRef, merge
 from schedules.signing import SignatureError, public_key_from_text, verify
@@ -53,6 +68,8 @@ JOIN_LEAD_MS = 300
 """When joining an item already under way, how far ahead the first sample is placed."""
 LATE_START_TOLERANCE_MS = 500
 """A start missed by at most this much plays from the beginning instead of being joined at an offset."""
+DRIFT_TOLERANCE_MS = 2.0
+"""Drift between the output's clock and the system clock tolerated before frames are inserted or dropped."""
 SPIN_S = 0.015
 """The last part of the wait before a start is spent spinning on the clock, not sleeping."""
 DOWNLOAD_RETRY_MIN_S = 5.0
@@ -75,10 +92,26 @@ def _frames(ms: float) -> int:
 
 
 @dataclass
+class _Emergency:
+    """An accepted emergency command waiting to play (or playing)."""
+
+    scope: str
+    command: Command
+    item: Item
+    volume: int
+
+
+@dataclass
 class _Failure:
     attempts: int = 0
     retry_at: float = 0.0
     raised: bool = False
+    code: str = ""
+
+
+def _download_fault(code: str) -> str:
+    """The fault a failed download raises: a full disk, a bad checksum, or any other failure."""
+    return {"download.disk_full": "disk_full", "download.checksum": "checksum_mismatch"}.get(code, "download_failed")
 
 
 def _now_ms() -> int:
@@ -99,9 +132,18 @@ class Agent:
         self.manifest_dir = self.state_dir / "manifests"
         self.manifest_dir.mkdir(parents=True, exist_ok=True)
         self._public_key = public_key_from_text(config.controller_public_key)
-        self.sink = sink if sink is not None else make_sink(config.sink, config.effective_sink_dir)
+        if sink is None:
+            sink = make_sink(config.sink, config.effective_sink_dir, config.sink_rate_ppm, config.alsa_device)
+        self.sink = sink
         self.outbox = Outbox(self.state_dir / "outbox.db")
-        self.cache = MediaCache(self.state_dir / "media", config.media_base_url, config.token)
+        self.nonces = NonceStore(self.state_dir / "nonces.db")
+        self.cache = MediaCache(
+            self.state_dir / "media",
+            config.media_base_url,
+            config.token,
+            max_bytes=config.cache_max_mb * 1024 * 1024,
+            reserve_bytes=config.disk_reserve_mb * 1024 * 1024,
+        )
         broker = config.broker
         self.session = MqttSession(
             self.rx,
@@ -131,6 +173,21 @@ class Agent:
         self._output: Output | None = None
         self._prepared: _Prepared | None = None
         self._failures: dict[str, _Failure] = {}
+        self._emergency: _Emergency | None = None
+        self._stop_current = threading.Event()
+        self._volume: int | None = None
+        self._active_faults: set[str] = set()
+        self._last_play_end_ms = 0
+        self.hardware: Hardware | None = None
+        try:
+            self.hardware = Hardware(
+                amp_pin=config.amp_pin,
+                fault_pins=dict(config.fault_pins),
+                on_fault=self._on_fault_input,
+                mock=config.gpio_mock,
+            )
+        except HardwareError as exc:
+            logger.error("rx %s: no GPIO, running without relay and fault inputs: %s", self.rx, exc)
         self._threads: list[threading.Thread] = []
         self._started = False
         self._stopped = False
@@ -225,25 +282,59 @@ class Agent:
         return sent
 
     def heartbeat(self) -> dict[str, Any]:
-        """Build the heartbeat and publish it (QoS 0) when connected."""
+        """Build the heartbeat, raise or clear the faults it shows, publish it (QoS 0) when connected."""
         with self._lock:
             versions = {scope: m.version for scope, m in self._manifests.items()}
         try:
             disk_free = shutil.disk_usage(self.state_dir).free
         except OSError:
             disk_free = None
+        offset = health.chrony_offset_ms()
+        if offset is None and self.config.ntp_server:
+            offset = health.sntp_offset_ms(self.config.ntp_server)
+        temperature = health.cpu_temperature_c()
         body = {
             "v": topics.PROTOCOL_VERSION,
             "rx": self.rx,
             "ts": _now_ms(),
             "uptime_s": round(time.monotonic() - self._born, 1),
+            "version": __version__,
             "manifests": versions,
             "playing": self.playing,
+            "volume": self.volume,
             "cache_files": self.cache.count(),
+            "cache_bytes": self.cache.size(),
+            "disk": health.disk(self.state_dir),
             "disk_free_bytes": disk_free,
+            "clock_offset_ms": None if offset is None else round(offset, 1),
+            "temperature_c": temperature,
+            "network": health.network_type(),
         }
+        self._set_fault("clock_unsynchronised", offset is not None and abs(offset) > health.CLOCK_FAULT_MS,
+                        offset_ms=offset)
+        self._set_fault("overheating", temperature is not None and temperature > health.OVERHEAT_C,
+                        temperature_c=temperature)
+        reserve = self.config.disk_reserve_mb * 1024 * 1024
+        self._set_fault("disk_nearly_full", disk_free is not None and disk_free < 2 * reserve, free_bytes=disk_free)
+        body["faults"] = sorted(self._active_faults)
         self.session.publish(topics.rx_hb(self.rx), events.encode(body), qos=0)
         return body
+
+    def _on_fault_input(self, fault: str, active: bool) -> None:
+        """A hardware fault input changed (called from gpiozero's thread)."""
+        try:
+            self._set_fault(fault, active, source="gpio")
+        except Exception:
+            logger.exception("rx %s: cannot report fault input %s", self.rx, fault)
+
+    def _set_fault(self, fault: str, active: bool, **fields: Any) -> None:
+        """Raise a fault when it appears and clear it when it goes (one event per change)."""
+        if active and fault not in self._active_faults:
+            self._active_faults.add(fault)
+            self.emit(events.FAULT_RAISED, fault=fault, **fields)
+        elif not active and fault in self._active_faults:
+            self._active_faults.discard(fault)
+            self.emit(events.FAULT_CLEARED, fault=fault, **fields)
 
     # ------------------------------------------------------- paho callbacks
 
@@ -409,7 +500,86 @@ class Agent:
         if scope not in self.scopes():
             logger.debug("rx %s: ignoring command for %s, not one of its scopes", self.rx, scope)
             return
-        logger.info("rx %s: command on %s ignored: commands are not implemented yet", self.rx, scope)
+        try:
+            body = verify(self._public_key, payload, kind="command", scope=scope)
+        except SignatureError as exc:
+            self._refuse_command(scope, None, exc.code, str(exc), signature=exc.code.startswith("sig."))
+            return
+        now = _now_ms()
+        try:
+            command = Command.from_body(body)
+            command.check_time(now)
+        except CommandError as exc:
+            self._refuse_command(scope, body, exc.code, str(exc))
+            return
+        # Remembered (durably) before it is obeyed: a replay after a power cut is still refused.
+        if not self.nonces.add(command.nonce, command.ts + TS_TOLERANCE_MS, now):
+            self._refuse_command(scope, body, "cmd.replay", f"nonce {command.nonce} was already used")
+            return
+        logger.info("rx %s: command %s on %s accepted (nonce %s)", self.rx, command.action, scope, command.nonce)
+        ack: dict[str, Any] = {"scope": scope, "action": command.action, "nonce": command.nonce}
+        if command.action == "emergency":
+            item = self._emergency_item(command)
+            with self._lock:
+                volume = command.volume if command.volume is not None else 100
+                self._emergency = _Emergency(scope, command, item, volume)
+            ack["item_id"] = item.id
+            self._download_wake.set()
+        elif command.action == "stop":
+            with self._lock:
+                emergency, self._emergency = self._emergency, None
+            if self._playing is not None:
+                self._stop_current.set()
+            ack["stopped"] = self.playing or (emergency.item.id if emergency else None)
+        elif command.action == "volume":
+            self._volume = command.volume
+            output = self._output
+            if output is not None and (self._playing is None or self._playing.priority != "emergency"):
+                output.set_volume(self.volume)
+            ack["volume"] = command.volume
+        elif command.action == "resync":
+            self._inbox.put(("connected",))
+        self.emit(events.COMMAND_ACK, **ack)
+        self._player_wake.set()
+
+    @staticmethod
+    def _emergency_item(command: Command) -> Item:
+        args = command.args
+        media = command.media
+        return Item(
+            id=str(args["id"]),
+            title=str(args.get("title", ""))[:300],
+            start_ms=command.ts,
+            duration_ms=int(args.get("duration_ms", media.duration_ms)),
+            priority="emergency",
+            media=media,
+        )
+
+    def _refuse_command(
+        self, scope: str, body: dict[str, Any] | None, code: str, reason: str, *, signature: bool = False
+    ) -> None:
+        body = body or {}
+        logger.warning("rx %s: refused command on %s: %s (%s)", self.rx, scope, reason, code)
+        self.emit(
+            events.COMMAND_REFUSED,
+            scope=scope,
+            action=body.get("action") if isinstance(body.get("action"), str) else None,
+            nonce=body.get("nonce") if isinstance(body.get("nonce"), str) else None,
+            code=code,
+            reason=reason,
+        )
+        if signature:
+            self.emit(
+                events.FAULT_RAISED, fault="signature_refused", kind="command", scope=scope, code=code, reason=reason
+            )
+
+    @property
+    def volume(self) -> int:
+        """The programme volume: the last ``volume`` command, else the conf's, else 80."""
+        if self._volume is not None:
+            return self._volume
+        conf = self.conf
+        return conf.volume if conf is not None else 80
 
     # -------------------------------------------------------------- timeline
 
@@ -421,7 +591,7 @@ class Agent:
                 return self._timeline_cache[1]
             scopes = self.scopes()
             held = [(width, self._manifests[s]) for width, s in enumerate(scopes) if s in self._manifests]
-        merged, conflicts = merge(held)
+        merged, conflicts = merge(held, rx_id=self.rx)  # items that exclude this receiver are left out
         for c in conflicts:
             logger.info(
                 "rx %s: item %s of %s at %d loses to %s of %s: %s",
@@ -452,8 +622,12 @@ class Agent:
         with self._lock:
             items = [i for m in self._manifests.values() for i in m.items if i.end_ms > now]
         wanted: dict[str, MediaRef] = {}
+        emergency = self._emergency
+        if emergency is not None:
+            wanted[emergency.item.media.sha256] = emergency.item.media
         for item in sorted(items, key=lambda i: i.start_ms):
-            wanted.setdefault(item.media.sha256, item.media)
+            if item.media is not None:  # a silence separator, or a relay without fallback, needs no file
+                wanted.setdefault(item.media.sha256, item.media)
         return list(wanted.values())
 
     def _download_step(self) -> float:
@@ -474,6 +648,7 @@ class Agent:
 
     def _download(self, ref: MediaRef) -> None:
         try:
+            self.cache.make_room(ref.bytes, keep={m.sha256 for m in self._wanted_media()})
             self.cache.fetch(ref, should_stop=self._stop.is_set)
         except DownloadCancelled:
             return
@@ -482,6 +657,7 @@ class Agent:
             reason = exc.args[0] if isinstance(exc, DownloadError) else f"{type(exc).__name__}: {exc}"
             failure = self._failures.setdefault(ref.sha256, _Failure())
             failure.attempts += 1
+            failure.code = code
             delay = min(DOWNLOAD_RETRY_MIN_S * 2 ** (failure.attempts - 1), DOWNLOAD_RETRY_MAX_S)
             failure.retry_at = time.monotonic() + delay
             logger.warning(
@@ -497,7 +673,7 @@ class Agent:
                 failure.raised = True
                 self.emit(
                     events.FAULT_RAISED,
-                    fault="download_failed",
+                    fault=_download_fault(code),
                     sha256=ref.sha256,
                     path=ref.path,
                     code=code,
@@ -506,7 +682,11 @@ class Agent:
             return
         cleared = self._failures.pop(ref.sha256, None)
         if cleared is not None and cleared.raised:
-            self.emit(events.FAULT_CLEARED, fault="download_failed", sha256=ref.sha256, path=ref.path)
+            self.emit(events.FAULT_CLEARED, fault=_download_fault(cleared.code), sha256=ref.sha256, path=ref.path)
+        for sha, failure in list(self._failures.items()):
+            if failure.raised and failure.code == "download.disk_full":  # space is back
+                del self._failures[sha]
+                self.emit(events.FAULT_CLEARED, fault="disk_full", sha256=sha)
         self._player_wake.set()
 
     def _downloader_loop(self) -> None:
@@ -540,15 +720,32 @@ class Agent:
         """Play the next item when its preroll begins; returns how long to wait before looking again."""
         now = _now_ms()
         self._forget_old_plays(now)
+        emergency = self._emergency
+        if emergency is not None:
+            wait_s = self._emergency_step(emergency, now)
+            if wait_s is not None:
+                return wait_s
         nxt = self.next_item(now)
         if nxt is None:
             self._discard_prepared()
-            return IDLE_WAIT_S
+            return min(IDLE_WAIT_S, self._drive_amplifier(None, now))
         scope, item = nxt
+        hold_wait = self._drive_amplifier(item, now)
         lead_ms = item.start_ms - self.config.preroll_ms - now
         if lead_ms > 0:
             self._discard_prepared()
-            return min(lead_ms / 1000.0, IDLE_WAIT_S)
+            warmup_ms = self.config.amp_warmup_s * 1000 if self._amp_waits() else 0
+            return max(0.0, min((lead_ms - warmup_ms) / 1000.0, IDLE_WAIT_S, hold_wait))
+        if item.media is None:
+            # Silence (a separator), or a relay with no fallback: nothing to play; its slot stays quiet.
+            self._played[(item.id, item.start_ms)] = item.end_ms
+            if item.kind == "relay":
+                self.emit(events.PLAYBACK_FAILED, item_id=item.id, scope=scope, planned_start_ms=item.start_ms,
+                          code="relay.unsupported",
+                          reason=f"live relay of {item.url} is not supported yet and there is no fallback")
+            return 0.0
+        if item.kind == "relay":
+            logger.warning("rx %s: relay %s not supported yet; playing its fallback", self.rx, item.url)
         path = self.cache.path(item.media.sha256)
         if path is None:
             if now < item.start_ms:
@@ -565,15 +762,69 @@ class Agent:
                 reason=f"media {item.media.path} not cached at start time",
             )
             return 0.0
+        self.cache.touch(item.media.sha256)
         self.play(scope, item, path)
         return 0.0
+
+    def _emergency_step(self, emergency: _Emergency, now: int) -> float | None:
+        """Play a pending emergency now if its media is here; None lets the programme go on meanwhile."""
+        path = self.cache.path(emergency.item.media.sha256)
+        if path is None and now < emergency.command.expires:
+            self._download_wake.set()
+            return None
+        with self._lock:
+            if self._emergency is emergency:
+                self._emergency = None
+        base = {"item_id": emergency.item.id, "scope": emergency.scope, "planned_start_ms": emergency.command.ts}
+        if path is None:
+            self.emit(
+                events.PLAYBACK_FAILED,
+                **base,
+                sha256=emergency.item.media.sha256,
+                code="media.not_cached",
+                reason="emergency media not cached before the command expired",
+            )
+            return 0.0
+        # A short lead, as when joining an item, leaves time to start the decoder: nothing is cut.
+        item = replace(emergency.item, start_ms=_now_ms() + JOIN_LEAD_MS)
+        if self.hardware is not None and self.hardware.amplifier(True):  # no warm-up wait for an emergency
+            self.emit(events.AMPLIFIER_CHANGED, on=True, item_id=item.id)
+        self.play(emergency.scope, item, path, volume=emergency.volume)
+        return 0.0
+
+    def _amp_waits(self) -> bool:
+        """Whether the relay is wired and off, so the player must wake a warm-up early."""
+        return self.hardware is not None and self.config.amp_pin is not None and not self.hardware.amp_on
+
+    def _drive_amplifier(self, item: Item | None, now: int) -> float:
+        """Relay on a warm-up before the next item, off a hold time after the last; returns when to look again."""
+        if self.hardware is None or self.config.amp_pin is None:
+            return IDLE_WAIT_S
+        warmup_ms = self.config.amp_warmup_s * 1000
+        if item is not None and item.start_ms - self.config.preroll_ms - warmup_ms <= now:
+            if self.hardware.amplifier(True):
+                self.emit(events.AMPLIFIER_CHANGED, on=True, item_id=item.id)
+            return IDLE_WAIT_S
+        if self.hardware.amp_on:
+            off_at = self._last_play_end_ms + self.config.amp_hold_s * 1000
+            if now >= off_at:
+                if self.hardware.amplifier(False):
+                    self.emit(events.AMPLIFIER_CHANGED, on=False)
+                return IDLE_WAIT_S
+            return max(0.05, (off_at - now) / 1000.0)
+        return IDLE_WAIT_S
 
     def _forget_old_plays(self, now: int) -> None:
         for key in [k for k, end in self._played.items() if end < now - PLAYED_MEMORY_MS]:
             del self._played[key]
 
     def _sleep_until(self, target_ms: float) -> bool:
-        """Wait precisely until ``target_ms`` (coarse sleep, then spin); False if stopping."""
+        """Wait precisely until ``target_ms``; False if stopping.
+
+        Interruptible waits first, then one plain ``sleep`` for the last ``SPIN_S``
+        (nanosleep is precise to well under a millisecond; busy-waiting was not,
+        once twenty receivers on two cores spun against each other).
+        """
         while True:
             remaining = (target_ms - _now_ms_f()) / 1000.0
             if remaining <= 0:
@@ -583,13 +834,49 @@ class Agent:
             if remaining > SPIN_S:
                 self._stop.wait(remaining - SPIN_S)
                 continue
-            while _now_ms_f() < target_ms:
-                pass
+            time.sleep(remaining)
             return True
 
-    def _should_preempt(self, scope: str, item: Item) -> bool:
-        """Whether the item playing must give way now (pre-emption arrives with commands)."""
-        return False
+    @staticmethod
+    def _correct_drift(output: Output, chunk: bytes) -> bytes:
+        """Keep the device on the system clock: insert or drop frames when its position drifts.
+
+        The device's position (frames it consumed, by its own clock) less the
+        frames inserted and plus those dropped is where the content stands; the
+        system clock says where it should stand. Past ``DRIFT_TOLERANCE_MS`` the
+        difference is corrected, at most a tenth of a chunk at a time (repeating
+        or skipping single frames is inaudible at that rate).
+        """
+        position = output.device_frames()
+        if position is None or output.first_sample_ms is None:
+            return chunk
+        ideal = (_now_ms_f() - output.first_sample_ms) * SAMPLE_RATE / 1000.0
+        error = position - (output.inserted_frames - output.dropped_frames) - ideal
+        if abs(error) <= DRIFT_TOLERANCE_MS * SAMPLE_RATE / 1000.0:
+            return chunk
+        frame = 2 * CHANNELS
+        n = min(int(abs(error)), len(chunk) // frame // 10)
+        if n <= 0:
+            return chunk
+        if error > 0:  # the device runs fast: the content is ahead, hold it back
+            output.inserted_frames += n
+            return chunk + chunk[-frame:] * n
+        output.dropped_frames += n  # the device runs slow (or underran): catch up
+        return chunk[: len(chunk) - n * frame]
+
+    def _interruption(self, item: Item) -> str | None:
+        """Why the item playing must end now: a ``stop`` command, or an emergency ready to play."""
+        if self._stop_current.is_set():
+            self._stop_current.clear()
+            return "stopped_by_command"
+        emergency = self._emergency
+        if (
+            emergency is not None
+            and emergency.item.id != item.id
+            and self.cache.path(emergency.item.media.sha256) is not None
+        ):
+            return "preempted"
+        return None
 
     def _start_decoder(self, path: Path, offset_ms: int) -> tuple[Decoder, bytes]:
         """Start ffmpeg at ``offset_ms`` and read the prebuffer (may be empty on a bad file)."""
@@ -625,7 +912,7 @@ class Agent:
         if prepared is not None:
             prepared.decoder.close()
 
-    def play(self, scope: str, item: Item, path: Path) -> None:
+    def play(self, scope: str, item: Item, path: Path, volume: int | None = None) -> None:
         """Play one item at its start (or join it under way), reporting what happened.
 
         A start missed by at most ``LATE_START_TOLERANCE_MS`` (e.g. right after
@@ -670,23 +957,36 @@ class Agent:
         max_bytes = _frames(item.end_ms - max(target, _now_ms()))
         output: Output | None = None
         started = False
+        fed = 0
         end_reason = "complete"
         error = ""
         try:
+            # Pre-roll: the output is open and the first second decoded before t0.
+            try:
+                output = self.sink.open(item.id, item.start_ms, SAMPLE_RATE, CHANNELS)
+            except SinkError as exc:
+                self._set_fault("no_audio_device", True, reason=str(exc))
+                raise
+            self._set_fault("no_audio_device", False)
+            output.set_volume(self.volume if volume is None else volume)
             if not self._sleep_until(target):
                 return
-            output = self.sink.open(item.id, item.start_ms, SAMPLE_RATE, CHANNELS)
+            self._stop_current.clear()
             self._output = output
             self._playing = item
             if self._stop.is_set():
                 output.interrupt()
             pos = 0
-            while output.bytes_written < max_bytes:
+            while fed < max_bytes:
                 if self._stop.is_set():
                     end_reason = "stopped"
                     break
-                if self._should_preempt(scope, item):
-                    end_reason = "preempted"
+                interruption = self._interruption(item)
+                if interruption is not None:
+                    end_reason = interruption
+                    if interruption == "preempted":
+                        # Played again after the emergency, joined where the schedule then stands.
+                        self._played.pop(key, None)
                     break
                 if pos >= len(buffer):
                     buffer = b"" if decoder.eof else decoder.read(chunk_bytes)
@@ -694,9 +994,10 @@ class Agent:
                     if not buffer:
                         end_reason = "media_end"
                         break
-                chunk = buffer[pos : pos + min(chunk_bytes, max_bytes - output.bytes_written)]
+                chunk = buffer[pos : pos + min(chunk_bytes, max_bytes - fed)]
                 pos += len(chunk)
-                output.write(chunk)
+                fed += len(chunk)
+                output.write(self._correct_drift(output, chunk))
                 if not started:
                     started = True
                     actual = output.first_sample_ms or _now_ms_f()
@@ -717,6 +1018,7 @@ class Agent:
         finally:
             self._playing = None
             self._output = None
+            self._last_play_end_ms = _now_ms()
             if not decoder.eof:
                 decoder.kill()  # reaped below, once it had time to die: keeps the next item on time
             if output is not None:
@@ -735,7 +1037,7 @@ class Agent:
         assert output is not None
         fields: dict[str, Any] = {
             **base,
-            "played_ms": int(round(output.played_ms)),
+            "played_ms": int(round(fed * 1000 / (SAMPLE_RATE * CHANNELS * 2))),
             "planned_duration_ms": item.duration_ms,
             "offset_ms": offset_ms,
             "end_reason": end_reason,
@@ -785,6 +1087,21 @@ class Agent:
             thread.start()
             self._threads.append(thread)
         self.session.start()
+        interval = systemd.watchdog_interval_s()
+        if interval is not None:
+            threading.Thread(
+                target=self._watchdog_loop, args=(interval,), name=f"rx-{self.rx}-watchdog", daemon=True
+            ).start()
+        systemd.notify(f"READY=1\nSTATUS=receiver {self.rx} running")
+
+    def _watchdog_loop(self, interval: float) -> None:
+        """Tell systemd we are alive while every worker thread is; a dead one lets the watchdog restart us."""
+        while not self._stop.wait(interval):
+            dead = [t.name for t in self._threads if not t.is_alive()]
+            if dead:
+                logger.error("rx %s: thread(s) %s died; no longer feeding the watchdog", self.rx, ", ".join(dead))
+                return
+            systemd.notify("WATCHDOG=1")
 
     def wait_connected(self, timeout: float | None = None) -> bool:
         """Block until the MQTT session is up or ``timeout`` seconds pass."""
@@ -796,6 +1113,7 @@ class Agent:
             return
         self._stopped = True
         logger.info("rx %s: stopping", self.rx)
+        systemd.notify("STOPPING=1")
         self._stop.set()
         self._player_wake.set()
         self._download_wake.set()
@@ -809,7 +1127,10 @@ class Agent:
                 logger.warning("rx %s: thread %s did not stop", self.rx, thread.name)
         self.session.stop()
         self.cache.close()
+        if self.hardware is not None:
+            self.hardware.close()
         self.outbox.close()
+        self.nonces.close()
         logger.info("rx %s: stopped", self.rx)
 
     def run_forever(self) -> None:

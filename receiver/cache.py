@@ -5,14 +5,23 @@ when a part exists), are checked against the sha256 the signed manifest names,
 fsynced, and only then renamed to ``<dir>/<sha>.<format>``: a file under its
 final name is always complete and verified. This is the only module of the
 receiver that imports ``requests``.
+
+The cache is bounded: before a download, :meth:`MediaCache.make_room` evicts
+the least recently used files (by mtime, which :meth:`MediaCache.touch` bumps
+when a file plays, so the order survives restarts) but never one the caller
+names as still scheduled. A download that would leave less than
+``reserve_bytes`` free on the disk is not started (``download.disk_full``), and
+one that hits ENOSPC deletes its part file: the agent keeps playing what it has.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
 import re
+import shutil
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -58,6 +67,9 @@ class MediaCache:
         token: str,
         *,
         timeout: tuple[float, float] = (CONNECT_TIMEOUT_S, READ_TIMEOUT_S),
+        max_bytes: int | None = None,
+        reserve_bytes: int = 0,
+        disk_free: Callable[[], int] | None = None,
     ) -> None:
         self.dir = Path(directory)
         self.tmp_dir = self.dir / "tmp"
@@ -65,6 +77,9 @@ class MediaCache:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self._token = token
+        self.max_bytes = max_bytes
+        self.reserve_bytes = reserve_bytes
+        self._disk_free = disk_free or (lambda: shutil.disk_usage(self.dir).free)
         self._lock = threading.Lock()
         self._fetch_locks: dict[str, threading.Lock] = {}
         self._index: dict[str, Path] = {}
@@ -84,6 +99,54 @@ class MediaCache:
             with self._lock:
                 self._index.pop(sha256, None)
         return None
+
+    def size(self) -> int:
+        """Bytes held by verified files."""
+        with self._lock:
+            paths = list(self._index.values())
+        return sum(_size(p) for p in paths)
+
+    def touch(self, sha256: str) -> None:
+        """Mark a file as just used (its mtime), for least-recently-used eviction."""
+        found = self.path(sha256)
+        if found is not None:
+            try:
+                os.utime(found)
+            except OSError:
+                pass
+
+    def make_room(self, incoming: int, keep: set[str]) -> list[str]:
+        """Evict least recently used files, never those in ``keep``, so ``incoming`` more bytes fit.
+
+        Returns the evicted sha256s. When only kept files remain the bound is
+        exceeded (scheduled media matter more than the bound) and a warning logged.
+        """
+        if self.max_bytes is None:
+            return []
+        with self._lock:
+            entries = list(self._index.items())
+        sized = sorted(((_mtime(p), sha, p, _size(p)) for sha, p in entries), key=lambda e: e[0])
+        total = sum(e[3] for e in sized)
+        evicted: list[str] = []
+        for _, sha, path, size in sized:
+            if total + incoming <= self.max_bytes:
+                break
+            if sha in keep:
+                continue
+            path.unlink(missing_ok=True)
+            with self._lock:
+                self._index.pop(sha, None)
+            total -= size
+            evicted.append(sha)
+            logger.info("media %s: evicted (least recently used, %d bytes)", sha, size)
+        if total + incoming > self.max_bytes:
+            logger.warning(
+                "media cache over its bound: %d bytes held + %d incoming > %d (all scheduled)",
+                total,
+                incoming,
+                self.max_bytes,
+            )
+        return evicted
 
     def count(self) -> int:
         """How many verified files the cache holds."""
@@ -120,6 +183,15 @@ class MediaCache:
         url = self.base_url + media.path
         part = self.tmp_dir / f"{media.sha256}.part"
         offset = part.stat().st_size if part.exists() else 0
+        try:
+            free = self._disk_free()
+        except OSError:
+            free = None
+        if free is not None and free - max(0, media.bytes - offset) < self.reserve_bytes:
+            raise DownloadError(
+                "download.disk_full",
+                f"{free} bytes free: {media.bytes - offset} more would pass the reserve of {self.reserve_bytes}",
+            )
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         try:
             with self._http().get(url, headers=headers, stream=True, timeout=self.timeout) as resp:
@@ -140,6 +212,9 @@ class MediaCache:
         except requests.RequestException as exc:
             raise DownloadError("download.network", f"{type(exc).__name__} fetching {url}: {exc}") from exc
         except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                part.unlink(missing_ok=True)  # give the space back to what plays
+                raise DownloadError("download.disk_full", f"disk full writing {part}") from exc
             raise DownloadError("download.disk", f"cannot write {part}: {exc}") from exc
         return self._commit(media, part)
 
@@ -188,6 +263,20 @@ class MediaCache:
             session, self._session = self._session, None
         if session is not None:
             session.close()
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def _range_start(resp: requests.Response) -> int | None:

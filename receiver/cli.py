@@ -63,12 +63,29 @@ def run(config_path: Path) -> None:
 @main.command()
 @click.option(
     "--config-dir",
-    required=True,
     type=click.Path(file_okay=False, exists=True, path_type=Path),
-    help="Directory whose *.toml files each configure one receiver.",
+    help="Directory whose *.toml files each configure one full receiver agent (threads, audio).",
 )
-def sim(config_dir: Path) -> None:
-    """Run every receiver configured in a directory, in this one process."""
+@click.option("--count", type=click.IntRange(1, 100_000), help="Simulate this many receivers in one thread.")
+@click.option("--mqtt-url", envvar="LOAXA_MQTT_URL", help="Broker for --count (mqtt[s]://[user:pass@]host:port).")
+@click.option("--public-key", envvar="LOAXA_PUBLIC_KEY", help="Controller public key for --count (base64).")
+@click.option("--scope", "scopes", multiple=True, help="Scope every simulated receiver follows before its conf.")
+@click.option("--prefix", default="sim-", show_default=True, help="Receiver ids are <prefix><number>.")
+def sim(
+    config_dir: Path | None,
+    count: int | None,
+    mqtt_url: str | None,
+    public_key: str | None,
+    scopes: tuple[str, ...],
+    prefix: str,
+) -> None:
+    """Run many receivers in this process: full agents from --config-dir, or --count light ones."""
+    if (config_dir is None) == (count is None):
+        raise click.UsageError("give either --config-dir or --count")
+    if count is not None:
+        _sim_count(count, mqtt_url, public_key, list(scopes), prefix)
+        return
+    assert config_dir is not None
     from receiver.sim import Simulator
 
     configs: list[ReceiverConfig] = []
@@ -91,3 +108,60 @@ def sim(config_dir: Path) -> None:
         sys.exit(1)
     logger.info("simulating %d receiver(s) from %s", len(configs), config_dir)
     simulator.run_forever()
+
+
+def _sim_count(count: int, mqtt_url: str | None, public_key: str | None, scopes: list[str], prefix: str) -> None:
+    import resource
+    import threading
+
+    from receiver.agent import run_until_signal
+    from receiver.config import parse_mqtt_url
+    from receiver.swarm import Swarm
+    from schedules.signing import public_key_from_text
+
+    problems = []
+    if not mqtt_url:
+        problems.append("--mqtt-url (or LOAXA_MQTT_URL) is required with --count")
+    if not public_key:
+        problems.append("--public-key (or LOAXA_PUBLIC_KEY) is required with --count")
+    broker = None
+    if mqtt_url:
+        try:
+            broker = parse_mqtt_url(mqtt_url)
+        except ValueError as exc:
+            problems.append(f"--mqtt-url: {exc}")
+    if public_key:
+        try:
+            public_key_from_text(public_key)
+        except ValueError:
+            problems.append("--public-key: not a base64 Ed25519 public key")
+    if problems:
+        click.echo("\n".join(problems), err=True)
+        sys.exit(1)
+    assert broker is not None and public_key is not None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < count + 64 <= hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (count + 64, hard))
+    swarm = Swarm(count, broker.host, broker.port, public_key, prefix=prefix, scopes=scopes, tls=broker.tls,
+                  username=broker.username, password=broker.password)
+    done = threading.Event()
+
+    def report() -> None:
+        announced = False
+        while not done.wait(1.0):
+            n = swarm.connected()
+            if n == count and not announced:
+                announced = True
+                logger.info("simulator: %d/%d connected", n, count)
+
+    reporter = threading.Thread(target=report, name="sim-report", daemon=True)
+
+    def start() -> None:
+        swarm.start()
+        reporter.start()
+
+    def stop() -> None:
+        done.set()
+        swarm.stop()
+
+    run_until_signal(start, stop)

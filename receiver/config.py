@@ -8,7 +8,18 @@ Example (every key at the top level)::
     media_base_url = "https://media.example.vn"
     token = "..."                        # bearer token for media downloads
     state_dir = "/var/lib/loaxa-receiver"
-    sink = "file"                        # "file" or "null" (the default)
+    sink = "file"                        # "alsa" (a Pi), "file" or "null" (the default)
+    alsa_device = "default"              # aplay -D device for the alsa sink
+    preroll_ms = 3000                    # decoder started, output opened this long before t0
+    cache_max_mb = 2048                  # media cache bound (least recently used out, scheduled media never)
+    disk_reserve_mb = 100                # never download into the last 100 MB of the disk
+    ntp_server = "pool.ntp.org"          # clock offset by SNTP when chrony is absent (optional)
+    amp_pin = 17                         # amplifier relay (GPIO, optional) ...
+    amp_warmup_s = 5                     # ... powered this long before an item
+    amp_hold_s = 60                      # ... and off this long after the last one
+    mains_power_lost_pin = 22            # fault inputs (GPIO, active low, optional);
+    amplifier_fault_pin = 23             # also speaker_line_open_pin
+    gpio_mock = false                    # gpiozero's mock pins (tests, a desk without a Pi)
 
 Relative paths (``state_dir``, ``sink_dir``, ``mqtt_ca_file``) are taken
 relative to the directory of the configuration file.
@@ -29,7 +40,7 @@ from schedules.signing import public_key_from_text
 logger = logging.getLogger(__name__)
 
 DEFAULT_STATE_DIR = "/var/lib/loaxa-receiver"
-SINKS = ("file", "null")
+SINKS = ("file", "null", "alsa")
 _RX_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 REQUIRED = ("rx_id", "mqtt_url", "controller_public_key", "media_base_url", "token")
 OPTIONAL = (
@@ -41,7 +52,20 @@ OPTIONAL = (
     "sink_dir",
     "preroll_ms",
     "heartbeat_s",
+    "cache_max_mb",
+    "disk_reserve_mb",
+    "ntp_server",
+    "amp_pin",
+    "amp_warmup_s",
+    "amp_hold_s",
+    "mains_power_lost_pin",
+    "amplifier_fault_pin",
+    "speaker_line_open_pin",
+    "gpio_mock",
+    "sink_rate_ppm",
+    "alsa_device",
 )
+FAULT_PIN_KEYS = ("mains_power_lost_pin", "amplifier_fault_pin", "speaker_line_open_pin")
 
 
 class ConfigError(ValueError):
@@ -79,8 +103,18 @@ class ReceiverConfig:
     state_dir: str = DEFAULT_STATE_DIR
     sink: str = "null"
     sink_dir: str | None = None
-    preroll_ms: int = 1000
+    preroll_ms: int = 3000
     heartbeat_s: float = 30.0
+    cache_max_mb: int = 2048
+    disk_reserve_mb: int = 100
+    ntp_server: str | None = None
+    amp_pin: int | None = None
+    amp_warmup_s: float = 5.0
+    amp_hold_s: float = 60.0
+    fault_pins: tuple[tuple[str, int], ...] = ()
+    gpio_mock: bool = False
+    sink_rate_ppm: float = 0.0
+    alsa_device: str = "default"
 
     @property
     def broker(self) -> BrokerAddress:
@@ -209,12 +243,42 @@ def config_from_dict(raw: dict[str, Any], *, where: str = "config", base_dir: Pa
     sink = text("sink") or "null"
     if sink not in SINKS:
         problems.append(f"sink: must be one of {', '.join(SINKS)}")
-    preroll_ms = raw.get("preroll_ms", 1000)
+    preroll_ms = raw.get("preroll_ms", 3000)
     if not isinstance(preroll_ms, int) or isinstance(preroll_ms, bool) or not 0 <= preroll_ms <= 60_000:
         problems.append("preroll_ms: must be an integer from 0 to 60000")
     heartbeat_s = raw.get("heartbeat_s", 30)
     if not isinstance(heartbeat_s, (int, float)) or isinstance(heartbeat_s, bool) or not heartbeat_s > 0:
         problems.append("heartbeat_s: must be a number above 0")
+    sizes: dict[str, int] = {}
+    for key, default in (("cache_max_mb", 2048), ("disk_reserve_mb", 100)):
+        value = raw.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            problems.append(f"{key}: must be a whole number of megabytes, 0 or more")
+        else:
+            sizes[key] = value
+    pins: dict[str, int] = {}
+    for key in ("amp_pin", *FAULT_PIN_KEYS):
+        value = raw.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 63:
+            problems.append(f"{key}: must be a GPIO number 0-63")
+        else:
+            pins[key] = value
+    timings: dict[str, float] = {}
+    for key, default in (("amp_warmup_s", 5.0), ("amp_hold_s", 60.0)):
+        value = raw.get(key, default)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 3600:
+            problems.append(f"{key}: must be 0-3600 seconds")
+        else:
+            timings[key] = float(value)
+    sink_rate_ppm = raw.get("sink_rate_ppm", 0)
+    if not isinstance(sink_rate_ppm, (int, float)) or isinstance(sink_rate_ppm, bool) or abs(sink_rate_ppm) > 10_000:
+        problems.append("sink_rate_ppm: must be a number from -10000 to 10000")
+        sink_rate_ppm = 0
+    gpio_mock = raw.get("gpio_mock", False)
+    if not isinstance(gpio_mock, bool):
+        problems.append("gpio_mock: must be true or false")
 
     if missing or problems:
         summary = ([f"missing {', '.join(missing)}"] if missing else []) + problems
@@ -234,4 +298,14 @@ def config_from_dict(raw: dict[str, Any], *, where: str = "config", base_dir: Pa
         sink_dir=_resolve(base, sink_dir) if sink_dir else None,
         preroll_ms=int(preroll_ms),
         heartbeat_s=float(heartbeat_s),
+        cache_max_mb=sizes["cache_max_mb"],
+        disk_reserve_mb=sizes["disk_reserve_mb"],
+        ntp_server=text("ntp_server"),
+        amp_pin=pins.get("amp_pin"),
+        amp_warmup_s=timings["amp_warmup_s"],
+        amp_hold_s=timings["amp_hold_s"],
+        fault_pins=tuple((k.removesuffix("_pin"), v) for k, v in pins.items() if k in FAULT_PIN_KEYS),
+        gpio_mock=bool(gpio_mock),
+        sink_rate_ppm=float(sink_rate_ppm),
+        alsa_device=text("alsa_device") or "default",
     )

@@ -1,10 +1,11 @@
 """Many receivers in one process, for the demo and for tests.
 
-This version runs one :class:`receiver.agent.Agent` (with its own threads) per
-configuration, which is fine for a handful of receivers such as the
-controller's six-receiver demo. The selector-driven simulator for a thousand
-receivers (DESIGN.md, "Many receivers in one process") will replace the
-threads behind the same ``start()``/``stop()`` interface.
+This one runs one full :class:`receiver.agent.Agent` (with its own threads,
+ffmpeg and sink) per configuration, which is right for a handful of receivers
+such as the controller's six-receiver demo (``sim --config-dir``). For
+thousands, :mod:`receiver.swarm` drives light simulated receivers from one
+thread through a selector (``sim --count N``; DESIGN.md, "Many receivers in
+one process").
 """
 
 from __future__ import annotations

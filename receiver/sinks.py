@@ -26,8 +26,11 @@ import abc
 import json
 import logging
 import os
+import shutil
+import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -53,6 +56,30 @@ class Output:
         self.closed_ms: float | None = None
         self._first_mono: float | None = None
         self._interrupt = threading.Event()
+        self.volume = 100
+        self.rate_ppm = 0.0
+        """How much faster than nominal this device consumes samples (a sound card's clock error)."""
+        self.inserted_frames = 0
+        self.dropped_frames = 0
+
+    @property
+    def _device_rate(self) -> float:
+        return self.sample_rate * (1.0 + self.rate_ppm / 1e6)
+
+    def device_frames(self) -> float | None:
+        """Frames the device has consumed by now (its own clock), None before the first write."""
+        if self._first_mono is None:
+            return None
+        written = self.bytes_written // (self.channels * SAMPLE_BYTES)
+        return min(float(written), (time.monotonic() - self._first_mono) * self._device_rate)
+
+    def set_volume(self, volume: int) -> None:
+        """Set the output volume, 0-100 (a real device sets its mixer; the file sink records it)."""
+        self.volume = max(0, min(100, int(volume)))
+        self._volume_changed()
+
+    def _volume_changed(self) -> None:
+        """Called after :meth:`set_volume` (nothing by default)."""
 
     @property
     def played_ms(self) -> float:
@@ -74,7 +101,7 @@ class Output:
         if first:
             self._started()
         assert self._first_mono is not None
-        due = self._first_mono + self.played_ms / 1000.0
+        due = self._first_mono + self.bytes_written / (self.channels * SAMPLE_BYTES) / self._device_rate
         remaining = due - time.monotonic()
         if remaining > 0:
             self._interrupt.wait(remaining)
@@ -113,11 +140,16 @@ class _NullOutput(Output):
 
 
 class NullSink(Sink):
-    """Consumes audio at real time and discards it."""
+    """Consumes audio at real time (or ``rate_ppm`` off it) and discards it."""
+
+    def __init__(self, rate_ppm: float = 0.0) -> None:
+        self.rate_ppm = rate_ppm
 
     def open(self, item_id: str, start_ms_planned: int, sample_rate: int, channels: int) -> Output:
         """A paced output that writes nothing."""
-        return _NullOutput(item_id, start_ms_planned, sample_rate, channels)
+        output = _NullOutput(item_id, start_ms_planned, sample_rate, channels)
+        output.rate_ppm = self.rate_ppm
+        return output
 
 
 class FileOutput(Output):
@@ -155,7 +187,15 @@ class FileOutput(Output):
             "channels": self.channels,
             "bytes": self.bytes_written,
             "closed_ms": self.closed_ms,
+            "volume": self.volume,
+            "rate_ppm": self.rate_ppm,
+            "inserted_frames": self.inserted_frames,
+            "dropped_frames": self.dropped_frames,
         }
+
+    def _volume_changed(self) -> None:
+        if self.first_sample_ms is not None:
+            self._write_sidecar()
 
     def _write_sidecar(self) -> None:
         tmp = self.sidecar_path.with_name(self.sidecar_path.name + ".tmp")
@@ -166,10 +206,11 @@ class FileOutput(Output):
 class FileSink(Sink):
     """Writes what would be played into ``directory`` (see the module docstring)."""
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, directory: str | Path, rate_ppm: float = 0.0) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self.rate_ppm = rate_ppm
 
     def open(self, item_id: str, start_ms_planned: int, sample_rate: int, channels: int) -> FileOutput:
         """Create the next free ``<item>-<start>[.<n>].pcm`` and return its output."""
@@ -183,14 +224,103 @@ class FileSink(Sink):
                     break
                 n += 1
             output = FileOutput(pcm, item_id, start_ms_planned, sample_rate, channels)
+            output.rate_ppm = self.rate_ppm
         logger.debug("file sink: recording %s to %s", item_id, pcm)
         return output
 
 
-def make_sink(kind: str, directory: str | Path) -> Sink:
-    """The sink a configuration names: ``file`` (into ``directory``) or ``null``."""
+class SinkError(RuntimeError):
+    """The audio device cannot be opened (no card, no aplay, device busy)."""
+
+
+class AlsaOutput(Output):
+    """Feeds ``aplay`` (raw s16le on stdin) for one item; paced like the other outputs."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], item_id: str, planned_start_ms: int, sample_rate: int,
+                 channels: int, mixer: Callable[[int], None]) -> None:
+        super().__init__(item_id, planned_start_ms, sample_rate, channels)
+        self._proc = proc
+        self._mixer = mixer
+
+    def _emit(self, pcm: bytes) -> None:
+        assert self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(pcm)
+            self._proc.stdin.flush()
+        except (BrokenPipeError, ValueError) as exc:
+            detail = self._proc.stderr.read().decode(errors="replace").strip() if self._proc.stderr else ""
+            raise SinkError(f"aplay stopped: {detail or exc}") from exc
+
+    def _volume_changed(self) -> None:
+        self._mixer(self.volume)
+
+    def _closed(self) -> None:
+        if self._proc.stdin is not None:
+            try:
+                self._proc.stdin.close()
+            except OSError:
+                pass
+        try:
+            self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        if self._proc.stderr is not None:
+            self._proc.stderr.close()
+
+
+class AlsaSink(Sink):
+    """A real sound card through ALSA: ``aplay -D <device>`` per item, volume through ``amixer``.
+
+    Binaries can be named by ``LOAXA_APLAY`` and ``LOAXA_AMIXER``. ``aplay``
+    does not report the card's position, so drift correction sees the nominal
+    clock here (the card's own rate error stays uncorrected on this back end).
+    """
+
+    def __init__(self, device: str = "default", mixer_control: str = "PCM") -> None:
+        self.device = device
+        self.mixer_control = mixer_control
+        self.aplay = os.environ.get("LOAXA_APLAY") or shutil.which("aplay") or "aplay"
+        self.amixer = os.environ.get("LOAXA_AMIXER") or shutil.which("amixer") or "amixer"
+
+    def set_volume(self, volume: int) -> None:
+        """Set the mixer (best effort: a card without that control keeps its level, logged)."""
+        try:
+            subprocess.run([self.amixer, "-q", "sset", self.mixer_control, f"{volume}%"], check=True,
+                           capture_output=True, timeout=5)
+        except (OSError, subprocess.SubprocessError) as exc:
+            logger.warning("amixer: cannot set %s to %d%% (is alsa-utils installed?): %s", self.mixer_control,
+                           volume, exc)
+
+    def open(self, item_id: str, start_ms_planned: int, sample_rate: int, channels: int) -> AlsaOutput:
+        """Start aplay on the device; raises SinkError when it cannot play."""
+        cmd = [self.aplay, "-q", "-D", self.device, "-t", "raw", "-f", "S16_LE", "-r", str(sample_rate),
+               "-c", str(channels), "-"]
+        try:
+            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        except OSError as exc:
+            logger.error("cannot run %s: is alsa-utils installed? %s", self.aplay, exc)
+            raise SinkError(f"cannot run aplay: {exc}") from exc
+        time.sleep(0.05)
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+            for pipe in (proc.stdin, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
+            raise SinkError(f"aplay -D {self.device} exited: {err or proc.returncode}")
+        return AlsaOutput(proc, item_id, start_ms_planned, sample_rate, channels, self.set_volume)
+
+
+def make_sink(kind: str, directory: str | Path, rate_ppm: float = 0.0, device: str = "default") -> Sink:
+    """The sink a configuration names: ``file`` (into ``directory``) or ``null``.
+
+    ``rate_ppm`` makes the sink consume audio that much faster (or slower) than
+    nominal, like a sound card whose crystal is off: the player must correct it.
+    """
     if kind == "file":
-        return FileSink(directory)
+        return FileSink(directory, rate_ppm)
     if kind == "null":
-        return NullSink()
+        return NullSink(rate_ppm)
+    if kind == "alsa":
+        return AlsaSink(device)
     raise ValueError(f"unknown sink {kind!r}")

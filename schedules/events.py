@@ -19,6 +19,7 @@ MANIFEST_REFUSED = "manifest.refused"
 CONF_ACCEPTED = "conf.accepted"
 COMMAND_ACK = "command.ack"
 COMMAND_REFUSED = "command.refused"
+AMPLIFIER_CHANGED = "amplifier.changed"
 
 TYPES = frozenset(
     {
@@ -32,6 +33,7 @@ TYPES = frozenset(
         CONF_ACCEPTED,
         COMMAND_ACK,
         COMMAND_REFUSED,
+        AMPLIFIER_CHANGED,
     }
 )
 

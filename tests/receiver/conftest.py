@@ -9,6 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from receiver.config import ReceiverConfig, config_from_dict, parse_mqtt_url
+from schedules import signing
+
 from rx_support import (
     TOKEN,
     Broker,
@@ -20,9 +24,6 @@ from rx_support import (
     sine_mp3_file,
     unique,
 )
-
-from receiver.config import ReceiverConfig, config_from_dict, parse_mqtt_url
-from schedules import signing
 
 
 @pytest.fixture(scope="session")

@@ -59,6 +59,12 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def content_bytes(sidecar: dict[str, Any]) -> int:
+    """Bytes of the item's own audio in a file-sink recording: what the sink got, less the frames the
+    player inserted and plus those it dropped to keep the output on the system clock (2 bytes a frame)."""
+    return int(sidecar["bytes"]) - 2 * (int(sidecar.get("inserted_frames", 0)) - int(sidecar.get("dropped_frames", 0)))
+
+
 def unique(prefix: str = "t") -> str:
     """A fresh slug, so tests sharing a broker never see each other's retained messages."""
     return f"{prefix}{uuid.uuid4().hex[:10]}"
@@ -146,6 +152,8 @@ class MediaServer:
     files: dict[str, bytes] = field(default_factory=dict)
     honour_range: bool = True
     requests: list[dict[str, Any]] = field(default_factory=list)
+    throttle_s: float = 0.0
+    """Pause after each 4 kB of a body (a slow 4G link), 0 for full speed."""
 
     def add(self, media: Media) -> None:
         """Serve ``media`` at the path its reference names."""
@@ -186,7 +194,16 @@ def media_handler(server_state: MediaServer) -> type[BaseHTTPRequestHandler]:
             for name, value in (headers or {}).items():
                 self.send_header(name, value)
             self.end_headers()
-            self.wfile.write(body)
+            if not server_state.throttle_s:
+                self.wfile.write(body)
+                return
+            for i in range(0, len(body), 4096):
+                try:
+                    self.wfile.write(body[i : i + 4096])
+                    self.wfile.flush()
+                except OSError:
+                    return
+                time.sleep(server_state.throttle_s)
 
     return Handler
 

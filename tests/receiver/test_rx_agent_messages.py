@@ -7,11 +7,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from rx_support import Media, make_item, now_ms, signed_conf, signed_manifest, unique
 
 from receiver.agent import Agent
 from receiver.config import ReceiverConfig
 from schedules import signing, topics
+
+from rx_support import Media, make_item, now_ms, signed_conf, signed_manifest, unique
 
 
 @pytest.fixture
@@ -176,3 +177,18 @@ def test_state_survives_a_restart(
         assert area not in third.manifests
     finally:
         third.stop()
+
+
+def test_excluded_receiver_and_items_without_media(tmp_path):
+    """An item that excludes this receiver is not in its timeline; silence needs no download."""
+    from schedules.manifest import Item, Manifest, MediaRef, merge
+
+    media = MediaRef("e" * 64, "/media/" + "e" * 64 + ".mp3", 10, 1000)
+    m = Manifest("area/x", 1, 0, 0, 10**13, [
+        Item("pi-1.20261123.0.x", "a", 1000, 1000, "normal", media, exclude=("rx-2",)),
+        Item("pi-2.20261123.0.x", "gap", 2000, 500, "normal", None, kind="separator"),
+    ])
+    mine, _ = merge([(0, m)], rx_id="rx-1")
+    other, _ = merge([(0, m)], rx_id="rx-2")
+    assert [i.id for _, i in mine] == ["pi-1.20261123.0.x", "pi-2.20261123.0.x"]
+    assert [i.id for _, i in other] == ["pi-2.20261123.0.x"]

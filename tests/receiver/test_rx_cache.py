@@ -6,9 +6,10 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from rx_support import Media, MediaServer
 
 from receiver.cache import DownloadError, MediaCache
+
+from rx_support import Media, MediaServer
 
 
 def test_fetch_verifies_and_stores_by_sha(tmp_path: Path, media_server: MediaServer, sine_mp3: Media) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from rx_support import toml_text
 
 from receiver.config import ConfigError, load_config, parse_mqtt_url
+
+from rx_support import toml_text
 
 
 def _write(tmp_path: Path, values: dict[str, object]) -> Path:
@@ -33,7 +34,7 @@ def test_valid_config_gets_defaults(tmp_path: Path, public_key_text: str) -> Non
     assert config.state_dir == str(tmp_path / "state")
     assert config.effective_sink_dir == str(tmp_path / "state" / "sink")
     assert config.sink == "null"
-    assert config.preroll_ms == 1000
+    assert config.preroll_ms == 3000
     assert config.heartbeat_s == 30
     assert config.media_base_url == "https://media.example.vn"
     broker = config.broker
@@ -70,7 +71,7 @@ def test_error_names_every_missing_and_invalid_field(tmp_path: Path) -> None:
             "mqtt_url": "http://broker:1883",
             "controller_public_key": "not-a-key",
             "media_base_url": "http://127.0.0.1:8080",
-            "sink": "alsa",
+            "sink": "pulseaudio",
             "preroll_ms": -5,
         },
     )
@@ -80,7 +81,7 @@ def test_error_names_every_missing_and_invalid_field(tmp_path: Path) -> None:
     assert message.startswith(f"config {path}: missing rx_id, token;")
     assert "mqtt_url: scheme must be mqtt or mqtts" in message
     assert "controller_public_key:" in message
-    assert "sink: must be one of file, null" in message
+    assert "sink: must be one of file, null, alsa" in message
     assert "preroll_ms:" in message
 
 

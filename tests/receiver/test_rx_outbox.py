@@ -7,13 +7,13 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from rx_support import Broker, Collector, signed_conf, unique, wait_until
-
 from receiver.agent import Agent
 from receiver.config import ReceiverConfig
 from receiver.mqtt import MqttSession
 from receiver.outbox import Outbox
 from schedules import events, topics
+
+from rx_support import Broker, Collector, signed_conf, unique, wait_until
 
 
 def _event(rx: str, n: int) -> bytes:

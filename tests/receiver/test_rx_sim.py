@@ -8,11 +8,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from receiver.config import ReceiverConfig
+from receiver.sim import Simulator
+from schedules import topics
+
 from rx_support import (
     Broker,
     Collector,
     Media,
     MediaServer,
+    content_bytes,
     make_item,
     now_ms,
     signed_conf,
@@ -20,10 +26,6 @@ from rx_support import (
     unique,
     wait_until,
 )
-
-from receiver.config import ReceiverConfig
-from receiver.sim import Simulator
-from schedules import topics
 
 
 def _sidecar(config: ReceiverConfig) -> dict[str, Any] | None:
@@ -75,7 +77,7 @@ def test_two_receivers_play_a_retained_manifest_together(
     firsts = [s["first_sample_ms"] for s in sidecars]
     assert all(abs(f - start) < 500 for f in firsts)
     assert abs(firsts[0] - firsts[1]) < 500
-    assert all(s["bytes"] == 2 * 44100 * 2 for s in sidecars)
+    assert all(content_bytes(s) == 2 * 44100 * 2 for s in sidecars)
     for config in configs:
         types = [json.loads(p)["type"] for p in out.on(topics.rx_events(config.rx_id))]
         for expected in ("conf.accepted", "manifest.accepted", "playback.started", "playback.finished"):
@@ -90,6 +92,14 @@ def test_two_receivers_play_a_retained_manifest_together(
         "playing",
         "cache_files",
         "disk_free_bytes",
+        "version",
+        "volume",
+        "cache_bytes",
+        "disk",
+        "clock_offset_ms",
+        "temperature_c",
+        "network",
+        "faults",
     }
     assert heartbeats[-1]["manifests"] == {area: 1}
     assert heartbeats[-1]["cache_files"] == 1

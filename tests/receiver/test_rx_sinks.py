@@ -7,10 +7,11 @@ import time
 from pathlib import Path
 
 import pytest
-from rx_support import Media
 
 from receiver.decoder import Decoder, DecoderError
 from receiver.sinks import FileSink, NullSink
+
+from rx_support import Media
 
 RATE = 44100
 SECOND = RATE * 2  # mono s16le
@@ -42,6 +43,10 @@ def test_file_sink_paces_in_real_time_and_writes_sidecar(tmp_path: Path) -> None
         "channels",
         "bytes",
         "closed_ms",
+        "volume",
+        "rate_ppm",
+        "inserted_frames",
+        "dropped_frames",
     }
     assert sidecar["item_id"] == "bulletin/morning"
     assert sidecar["planned_start_ms"] == 1_700_000_000_000

@@ -1,0 +1,47 @@
+"""Provisioning: the controller writes a bundle the receiver config loader and the installer accept."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from controller.cli import main
+from receiver.config import load_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> object:
+    monkeypatch.setenv("LOAXA_VAR_DIR", str(tmp_path / "var"))
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_bundle_has_config_credentials_ca_and_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _run(tmp_path, monkeypatch, "init-db").exit_code == 0  # type: ignore[attr-defined]
+    assert _run(tmp_path, monkeypatch, "demo", "--admin-password", "admin-pass-1").exit_code == 0  # type: ignore[attr-defined]
+    ca = tmp_path / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    bundle = tmp_path / "bundle"
+    result = _run(tmp_path, monkeypatch, "provision", "phu-42", "--area", "quang-dien/quang-phu",
+                  "--mqtt-url", "mqtts://broker.example.vn:8883", "--bundle", str(bundle), "--ca-file", str(ca))
+    assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+    config = load_config(bundle / "receiver.toml")
+    assert config.rx_id == "phu-42" and config.broker.tls and config.broker.username == "phu-42"
+    assert config.mqtt_ca_file == str(bundle / "ca.crt") and (bundle / "ca.crt").read_text() == ca.read_text()
+    assert (bundle / "controller.pub").read_text().strip() == config.controller_public_key
+    user, password = (bundle / "mqtt-credentials").read_text().strip().split(":", 1)
+    assert user == "phu-42" and password == config.broker.password and len(password) >= 24
+    for name in ("receiver.toml", "mqtt-credentials"):
+        assert (bundle / name).stat().st_mode & 0o777 == 0o600
+    missing = _run(tmp_path, monkeypatch, "provision", "phu-43", "--area", "quang-dien/quang-phu",
+                   "--mqtt-url", "mqtt://127.0.0.1:1883")
+    assert missing.exit_code != 0  # type: ignore[attr-defined]
+
+
+def test_installer_script_is_valid_shell() -> None:
+    script = REPO / "deploy" / "install-receiver.sh"
+    assert script.stat().st_mode & 0o111
+    subprocess.run(["sh", "-n", str(script)], check=True, timeout=30)
