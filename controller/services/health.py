@@ -1,0 +1,491 @@
+"""Cluster health: heartbeat history in 15-minute buckets, status of each cluster, working share.
+
+A receiver beats every 30 s. Keeping every beat of 10,000 receivers makes 200 million rows a
+week, so :func:`record_heartbeat` folds each beat into its receiver's bucket (count, min, max,
+sum of clock offset, temperature and signal; lowest free disk): at most 96 rows per receiver
+per day. The latest beat itself stays on ``Receiver.last_hb``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from markupsafe import Markup, escape
+from sqlalchemy import JSON, and_, case, cast, exists, func, select, type_coerce
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from controller.models import AreaActivity, Fault, FaultAck, HeartbeatBucket, Receiver
+
+BUCKET_MS = 15 * 60_000
+STALE_MS = 90_000  # three missed heartbeats (the same rule as the web overview)
+STATUSES = ("ok", "fault", "offline")
+STATUS_VI = {"ok": "Hoạt động tốt", "fault": "Có sự cố", "offline": "Mất kết nối"}
+STATUS_COLOUR = {"ok": "#2b9348", "fault": "#f4a261", "offline": "#9aa0a6"}
+
+# Heartbeat field names seen from agents and vendors' boxes, first match wins.
+OFFSET_KEYS = ("clock_offset_ms", "offset_ms", "clock_offset")
+TEMP_KEYS = ("temperature_c", "temp_c", "temperature")
+SIGNAL_KEYS = ("signal_dbm", "rssi_dbm", "signal")
+VOLUME_KEYS = ("volume", "volume_pct")
+VERSION_KEYS = ("version", "sw_version", "software_version", "agent_version")
+
+
+def _number(hb: dict[str, Any], keys: tuple[str, ...]) -> float | None:
+    for key in keys:
+        value = hb.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+    return None
+
+
+def hb_fields(hb: dict[str, Any] | None) -> dict[str, Any]:
+    """The fields the dashboard shows, from one heartbeat (missing ones are None)."""
+    hb = hb or {}
+    version = next((str(hb[k])[:40] for k in VERSION_KEYS if hb.get(k) is not None), None)
+    disk = hb.get("disk_free_bytes")
+    return {
+        "offset_ms": _number(hb, OFFSET_KEYS),
+        "temperature_c": _number(hb, TEMP_KEYS),
+        "signal_dbm": _number(hb, SIGNAL_KEYS),
+        "volume": _number(hb, VOLUME_KEYS),
+        "version": version,
+        "uptime_s": _number(hb, ("uptime_s",)),
+        "playing": hb.get("playing") if isinstance(hb.get("playing"), str) else None,
+        "cache_files": hb.get("cache_files") if isinstance(hb.get("cache_files"), int) else None,
+        "disk_free_bytes": disk if isinstance(disk, int) and not isinstance(disk, bool) else None,
+    }
+
+
+def _fold(row: HeartbeatBucket, prefix: str, value: float | None) -> None:
+    if value is None:
+        return
+    setattr(row, f"{prefix}_n", (getattr(row, f"{prefix}_n") or 0) + 1)
+    setattr(row, f"{prefix}_sum", (getattr(row, f"{prefix}_sum") or 0.0) + value)
+    low, high = getattr(row, f"{prefix}_min"), getattr(row, f"{prefix}_max")
+    setattr(row, f"{prefix}_min", value if low is None else min(low, value))
+    setattr(row, f"{prefix}_max", value if high is None else max(high, value))
+
+
+def record_heartbeat(db: Session, rx_id: str, hb: dict[str, Any], now: int) -> HeartbeatBucket:
+    """Fold one heartbeat into its receiver's bucket (created on the first beat of the bucket)."""
+    bucket = now - now % BUCKET_MS
+    row = db.scalars(select(HeartbeatBucket).where(HeartbeatBucket.rx_id == rx_id,
+                                                   HeartbeatBucket.bucket_ms == bucket)).first()
+    if row is None:
+        row = HeartbeatBucket(rx_id=rx_id, bucket_ms=bucket, beats=0, offset_n=0, offset_sum=0.0, temp_n=0,
+                              temp_sum=0.0, signal_n=0, signal_sum=0.0, playing_beats=0)
+        try:
+            with db.begin_nested():
+                db.add(row)
+        except IntegrityError:  # another writer created it meanwhile
+            row = db.scalars(select(HeartbeatBucket).where(HeartbeatBucket.rx_id == rx_id,
+                                                           HeartbeatBucket.bucket_ms == bucket)).one()
+        else:
+            _count_working(db, rx_id, bucket)
+    fields = hb_fields(hb)
+    row.beats = (row.beats or 0) + 1
+    _fold(row, "offset", fields["offset_ms"])
+    _fold(row, "temp", fields["temperature_c"])
+    _fold(row, "signal", fields["signal_dbm"])
+    if fields["disk_free_bytes"] is not None:
+        row.disk_free_min = min(row.disk_free_min or fields["disk_free_bytes"], fields["disk_free_bytes"])
+    if fields["playing"]:
+        row.playing_beats = (row.playing_beats or 0) + 1
+    return row
+
+
+def _count_working(db: Session, rx_id: str, bucket: int) -> None:
+    """The receiver beat for the first time in ``bucket``: one more working receiver in its area."""
+    rx = db.get(Receiver, rx_id)
+    if rx is None:
+        return
+    activity = db.get(AreaActivity, (rx.area_id, bucket))
+    if activity is None:
+        db.add(AreaActivity(area_id=rx.area_id, bucket_ms=bucket, working=1))
+    else:
+        activity.working += 1
+
+
+def prune_history(db: Session, keep_days: int, now: int) -> int:
+    """Delete buckets older than ``keep_days``; returns how many went."""
+    cutoff = now - keep_days * 86_400_000
+    db.execute(AreaActivity.__table__.delete().where(AreaActivity.bucket_ms < cutoff))
+    result = db.execute(HeartbeatBucket.__table__.delete().where(HeartbeatBucket.bucket_ms < cutoff))
+    return result.rowcount or 0
+
+
+def history(db: Session, rx_id: str, since_ms: int, until_ms: int) -> list[dict[str, Any]]:
+    """One receiver's buckets in ``[since, until)``, oldest first, with averages."""
+    rows = db.scalars(select(HeartbeatBucket).where(
+        HeartbeatBucket.rx_id == rx_id, HeartbeatBucket.bucket_ms >= since_ms,
+        HeartbeatBucket.bucket_ms < until_ms).order_by(HeartbeatBucket.bucket_ms)).all()
+    out = []
+    for r in rows:
+        out.append({
+            "bucket_ms": r.bucket_ms, "beats": r.beats,
+            "offset_avg": r.offset_sum / r.offset_n if r.offset_n else None,
+            "offset_min": r.offset_min, "offset_max": r.offset_max,
+            "temp_avg": r.temp_sum / r.temp_n if r.temp_n else None, "temp_min": r.temp_min, "temp_max": r.temp_max,
+            "signal_avg": r.signal_sum / r.signal_n if r.signal_n else None,
+            "signal_min": r.signal_min, "signal_max": r.signal_max,
+            "disk_free_min": r.disk_free_min, "playing_beats": r.playing_beats,
+        })
+    return out
+
+
+# ----------------------------------------------------------------- status
+
+
+def online_clause(now: int):
+    """SQL: the receiver is online and was heard from within three heartbeats."""
+    return and_(Receiver.online.is_(True), Receiver.last_seen_ms >= now - STALE_MS)
+
+
+def open_fault_clause():
+    """SQL: the receiver has a fault that is not cleared."""
+    return exists().where(Fault.rx_id == Receiver.id, Fault.cleared_ms.is_(None))
+
+
+def status_of(online: bool, faulty: bool) -> str:
+    """ok, fault (online with an open fault) or offline."""
+    if not online:
+        return "offline"
+    return "fault" if faulty else "ok"
+
+
+@dataclass
+class ClusterPage:
+    """One page of the cluster table."""
+
+    rows: list[dict[str, Any]]
+    total: int
+    page: int
+    pages: int
+    per_page: int
+
+
+SORTS = ("name", "status", "last_seen", "offset", "signal", "version", "volume", "area")
+
+
+def clusters(db: Session, visible: set[str], now: int, *, status: str | None = None, q: str | None = None,
+             sort: str = "name", desc: bool = False, page: int = 1, per_page: int = 50) -> ClusterPage:
+    """The filtered, sorted, paginated cluster table of the receivers in ``visible`` areas."""
+    online = online_clause(now)
+    faulty = open_fault_clause()
+    query = select(Receiver.id, Receiver.name, Receiver.area_id, Receiver.last_seen_ms, Receiver.lat,
+                   Receiver.lon, online.label("on"), faulty.label("faulty"),
+                   Receiver.last_hb).where(Receiver.area_id.in_(visible))
+    if status == "offline":
+        query = query.where(~online)
+    elif status == "fault":
+        query = query.where(online, faulty)
+    elif status == "ok":
+        query = query.where(online, ~faulty)
+    if q:
+        like = f"%{q.strip().lower()}%"
+        query = query.where(func.lower(Receiver.name).like(like) | func.lower(Receiver.id).like(like))
+    per_page = max(1, min(per_page, 500))
+    sort = sort if sort in SORTS else "name"
+    total = db.scalar(select(func.count()).select_from(query.subquery())) or 0
+    pages = max(1, -(-total // per_page))
+    page = max(1, min(page, pages))
+    col = _sort_column(db, sort, online, faulty)
+    # Receivers without the value (no heartbeat yet) go last whichever the direction.
+    query = query.order_by(col.is_(None), col.desc() if desc else col, Receiver.id)
+    raw = db.execute(query.limit(per_page).offset((page - 1) * per_page)).all()
+    rows = [_row(r) for r in raw]
+    return ClusterPage(rows, total, page, pages, per_page)
+
+
+def _hb_value(db: Session, keys: tuple[str, ...], as_text: bool = False):
+    """SQL: the first of ``keys`` present in the latest heartbeat (JSON kept as text)."""
+    pg = db.get_bind().dialect.name == "postgresql"
+    doc = cast(Receiver.last_hb, JSONB) if pg else type_coerce(Receiver.last_hb, JSON)
+    values = [doc[k].as_string() if as_text else doc[k].as_float() for k in keys]
+    return func.coalesce(*values) if len(values) > 1 else values[0]
+
+
+def _sort_column(db: Session, sort: str, online, faulty):
+    if sort == "name":
+        return Receiver.name
+    if sort == "last_seen":
+        return Receiver.last_seen_ms
+    if sort == "area":
+        return Receiver.area_id
+    if sort == "status":
+        return case((~online, 2), (faulty, 1), else_=0)
+    if sort == "offset":
+        return func.abs(_hb_value(db, OFFSET_KEYS))
+    if sort == "signal":
+        return _hb_value(db, SIGNAL_KEYS)
+    if sort == "volume":
+        return _hb_value(db, VOLUME_KEYS)
+    return _hb_value(db, VERSION_KEYS, as_text=True)
+
+
+def _row(r) -> dict[str, Any]:
+    try:
+        hb = json.loads(r.last_hb) if r.last_hb else None
+    except ValueError:
+        hb = None
+    fields = hb_fields(hb if isinstance(hb, dict) else None)
+    return {"id": r.id, "name": r.name, "area_id": r.area_id, "last_seen_ms": r.last_seen_ms,
+            "lat": r.lat, "lon": r.lon, "status": status_of(bool(r.on), bool(r.faulty)),
+            "offset": fields["offset_ms"], "abs_offset": abs(fields["offset_ms"]) if fields["offset_ms"] is not None
+            else None, "signal": fields["signal_dbm"], "version": fields["version"], "volume": fields["volume"],
+            "temperature": fields["temperature_c"], "playing": fields["playing"]}
+
+
+def summary(db: Session, visible: set[str], now: int) -> dict[str, int]:
+    """How many clusters in ``visible`` are ok, faulty, offline, and in all."""
+    online = online_clause(now)
+    faulty = open_fault_clause()
+    total = db.scalar(select(func.count()).select_from(Receiver).where(Receiver.area_id.in_(visible))) or 0
+    ok = db.scalar(select(func.count()).select_from(Receiver).where(Receiver.area_id.in_(visible), online,
+                                                                   ~faulty)) or 0
+    fault = db.scalar(select(func.count()).select_from(Receiver).where(Receiver.area_id.in_(visible), online,
+                                                                      faulty)) or 0
+    return {"total": total, "ok": ok, "fault": fault, "offline": total - ok - fault}
+
+
+def per_area(db: Session, visible: set[str], now: int) -> dict[str, dict[str, int]]:
+    """Status counts per area id (the receiver's own area)."""
+    online = online_clause(now)
+    faulty = open_fault_clause()
+    out: dict[str, dict[str, int]] = {}
+    for area_id, on, bad, n in db.execute(
+            select(Receiver.area_id, online, faulty, func.count()).where(Receiver.area_id.in_(visible))
+            .group_by(Receiver.area_id, online, faulty)):
+        counts = out.setdefault(area_id, {"total": 0, "ok": 0, "fault": 0, "offline": 0})
+        counts[status_of(bool(on), bool(bad))] += n
+        counts["total"] += n
+    return out
+
+
+def map_points(db: Session, visible: set[str], now: int) -> list[dict[str, Any]]:
+    """Receivers with coordinates: id, name, lat, lon, status."""
+    online = online_clause(now)
+    faulty = open_fault_clause()
+    rows = db.execute(select(Receiver.id, Receiver.name, Receiver.lat, Receiver.lon, online, faulty)
+                      .where(Receiver.area_id.in_(visible), Receiver.lat.is_not(None),
+                             Receiver.lon.is_not(None))).all()
+    return [{"id": r[0], "name": r[1], "lat": r[2], "lon": r[3], "status": status_of(bool(r[4]), bool(r[5]))}
+            for r in rows]
+
+
+def working_share(db: Session, visible: set[str], since_ms: int, until_ms: int,
+                  step_ms: int = 3600_000) -> list[tuple[int, float]]:
+    """Share of the clusters in ``visible`` that sent heartbeats, per ``step_ms``, oldest first.
+
+    Each 15-minute bucket counts the receivers that beat in it (:class:`AreaActivity`, kept per
+    area as beats arrive, so this never scans the heartbeat history); a step is the mean of its
+    buckets over today's number of receivers.
+    """
+    total = db.scalar(select(func.count()).select_from(Receiver).where(Receiver.area_id.in_(visible))) or 0
+    if total == 0:
+        return []
+    rows = db.execute(select(AreaActivity.bucket_ms, func.sum(AreaActivity.working))
+                      .where(AreaActivity.area_id.in_(visible), AreaActivity.bucket_ms >= since_ms,
+                             AreaActivity.bucket_ms < until_ms).group_by(AreaActivity.bucket_ms)).all()
+    per_step: dict[int, float] = {}
+    for bucket, working in rows:
+        i = (bucket - since_ms) // step_ms
+        per_step[i] = per_step.get(i, 0.0) + (working or 0)
+    steps = max(1, -(-(until_ms - since_ms) // step_ms))
+    buckets_per_step = max(1, step_ms // BUCKET_MS)
+    out = []
+    for i in range(steps):
+        start = since_ms + i * step_ms
+        # The step still under way counts only the buckets that have begun.
+        span = min(buckets_per_step, max(1, -(-(until_ms - start) // BUCKET_MS)))
+        out.append((start, min(1.0, per_step.get(i, 0.0) / span / total)))
+    return out
+
+
+# ----------------------------------------------------------------- faults
+
+
+FAULT_VI = {
+    "amplifier_fault": "Hỏng bộ khuếch đại", "clock_unsynchronised": "Lệch đồng hồ",
+    "signature_refused": "Từ chối chữ ký", "conf_refused": "Từ chối cấu hình", "power_loss": "Mất điện",
+    "speaker_line": "Hỏng đường dây loa", "download_failed": "Không tải được bản tin",
+    "disk_full": "Đầy bộ nhớ", "media_unreachable": "Không tải được bản tin",
+}
+
+
+def fault_state(fault: Fault, ack: FaultAck | None) -> str:
+    """open, acked or resolved."""
+    if fault.cleared_ms is not None:
+        return "resolved"
+    return "acked" if ack is not None else "open"
+
+
+def fault_stats(db: Session, visible: set[str], since_ms: int) -> dict[str, Any]:
+    """Open / acknowledged counts and the mean time to repair of faults cleared since ``since_ms``."""
+    in_area = select(Receiver.id).where(Receiver.area_id.in_(visible))
+    open_total = db.scalar(select(func.count()).select_from(Fault).where(
+        Fault.rx_id.in_(in_area), Fault.cleared_ms.is_(None))) or 0
+    acked = db.scalar(select(func.count()).select_from(Fault).join(FaultAck, FaultAck.fault_id == Fault.id)
+                      .where(Fault.rx_id.in_(in_area), Fault.cleared_ms.is_(None))) or 0
+    repaired, mean = db.execute(select(func.count(), func.avg(Fault.cleared_ms - Fault.raised_ms)).where(
+        Fault.rx_id.in_(in_area), Fault.cleared_ms.is_not(None), Fault.cleared_ms >= since_ms)).one()
+    return {"open": open_total - acked, "acked": acked, "resolved": repaired or 0,
+            "mttr_ms": int(mean) if mean is not None else None}
+
+
+def duration_vi(ms: int | None) -> str:
+    """A duration in Vietnamese words: '2 ngày 3 giờ', '15 phút', '40 giây'."""
+    if ms is None:
+        return "—"
+    s = max(0, int(ms // 1000))
+    days, rest = divmod(s, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if days:
+        return f"{days} ngày {hours} giờ"
+    if hours:
+        return f"{hours} giờ {minutes} phút"
+    if minutes:
+        return f"{minutes} phút"
+    return f"{seconds} giây"
+
+
+# ----------------------------------------------------------------- pictures
+
+
+def line_chart(series: list[tuple[str, str, list[tuple[int, float | None]]]], since_ms: int, until_ms: int,
+               *, label: str, unit: str = "", band: list[tuple[int, float | None, float | None]] | None = None,
+               fmt_x=None, y_min: float | None = None, y_max: float | None = None,
+               width: int = 720, height: int = 200) -> Markup:
+    """An inline SVG line chart: ``series`` is ``[(name, colour, [(ms, value)])]``; ``band`` a min-max area.
+
+    Gaps (None, or no point for more than two buckets) break the line, so an offline spell shows as one.
+    """
+    values = [v for _, _, pts in series for _, v in pts if v is not None]
+    if band:
+        values += [v for _, lo, hi in band for v in (lo, hi) if v is not None]
+    left, right, top, bottom = 48, 8, 10, 24
+    w, h = width - left - right, height - top - bottom
+    title = escape(label)
+    if not values:
+        return Markup(f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" aria-label="{title}">'
+                      f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" fill="#666">'
+                      "Chưa có dữ liệu</text></svg>")
+    lo = min(values) if y_min is None else min(y_min, min(values))
+    hi = max(values) if y_max is None else max(y_max, max(values))
+    if hi - lo < 1e-9:
+        hi, lo = hi + 1, lo - 1
+    span = max(1, until_ms - since_ms)
+
+    def x(ms: int) -> float:
+        return left + (ms - since_ms) / span * w
+
+    def y(v: float) -> float:
+        return top + (hi - v) / (hi - lo) * h
+
+    parts = [f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" aria-label="{title}" '
+             'preserveAspectRatio="none">', f"<title>{title}</title>"]
+    for i in range(5):
+        v = lo + (hi - lo) * i / 4
+        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#e3e6ea"/>'
+                     f'<text x="{left - 4}" y="{y(v) + 4:.1f}" text-anchor="end" font-size="11" fill="#555">'
+                     f"{_tick(v)}{escape(unit)}</text>")
+    if fmt_x is not None:
+        for i in range(5):
+            ms = since_ms + span * i // 4
+            anchor = "start" if i == 0 else "end" if i == 4 else "middle"
+            parts.append(f'<text x="{x(ms):.1f}" y="{height - 6}" text-anchor="{anchor}" font-size="11" '
+                         f'fill="#555">{escape(fmt_x(ms))}</text>')
+    gap = 2 * BUCKET_MS + 1
+    if band:
+        for seg in _segments([(ms, (a, b)) for ms, a, b in band if a is not None and b is not None], gap):
+            pts = [f"{x(ms):.1f},{y(b):.1f}" for ms, (_, b) in seg] + \
+                  [f"{x(ms):.1f},{y(a):.1f}" for ms, (a, _) in reversed(seg)]
+            parts.append(f'<polygon points="{" ".join(pts)}" fill="#3a86ff" fill-opacity="0.15"/>')
+    for name, colour, pts in series:
+        for seg in _segments([(ms, v) for ms, v in pts if v is not None], gap):
+            if len(seg) == 1:
+                ms, v = seg[0]
+                parts.append(f'<circle cx="{x(ms):.1f}" cy="{y(v):.1f}" r="2" fill="{colour}"/>')
+            else:
+                line = " ".join(f"{x(ms):.1f},{y(v):.1f}" for ms, v in seg)
+                parts.append(f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="1.6">'
+                             f"<title>{escape(name)}</title></polyline>")
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def _segments(points: list[tuple[int, Any]], gap: int) -> list[list[tuple[int, Any]]]:
+    out: list[list[tuple[int, Any]]] = []
+    for ms, v in sorted(points, key=lambda p: p[0]):
+        if out and ms - out[-1][-1][0] <= gap:
+            out[-1].append((ms, v))
+        else:
+            out.append([(ms, v)])
+    return out
+
+
+def _tick(v: float) -> str:
+    return f"{v:.0f}" if abs(v) >= 10 or v == int(v) else f"{v:.1f}"
+
+
+def coordinate_plot(points: list[dict[str, Any]], width: int = 720, height: int = 420,
+                    link=None, max_points: int = 600) -> Markup:
+    """A plain SVG plot of receivers by latitude/longitude, coloured by status (the map without tiles).
+
+    More than ``max_points`` receivers are binned into a grid; each cell takes its worst status and
+    a size by count, so the page stays small for a province.
+    """
+    if not points:
+        return Markup(f'<svg class="plot" viewBox="0 0 {width} {height}" role="img" aria-label="Bản đồ cụm loa">'
+                      f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" fill="#666">'
+                      "Chưa có cụm loa nào có toạ độ</text></svg>")
+    lats = [p["lat"] for p in points]
+    lons = [p["lon"] for p in points]
+    lat0, lat1, lon0, lon1 = min(lats), max(lats), min(lons), max(lons)
+    pad = 14
+    sx = (width - 2 * pad) / max(lon1 - lon0, 1e-6)
+    sy = (height - 2 * pad) / max(lat1 - lat0, 1e-6)
+    scale = min(sx, sy)
+
+    def xy(p):
+        return pad + (p["lon"] - lon0) * scale, height - pad - (p["lat"] - lat0) * scale
+
+    parts = [f'<svg class="plot" viewBox="0 0 {width} {height}" role="img" aria-label="Bản đồ cụm loa">'
+             f'<rect width="{width}" height="{height}" fill="#f8fafc"/>']
+    if len(points) <= max_points:
+        rank = {"ok": 0, "offline": 1, "fault": 2}
+        for p in sorted(points, key=lambda p: rank[p["status"]]):  # problems drawn last, on top
+            cx, cy = xy(p)
+            tip = f'{escape(p["name"])} · {STATUS_VI[p["status"]]}'
+            dot = (f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="5" fill="{STATUS_COLOUR[p["status"]]}" '
+                   f'stroke="#fff" data-rx="{escape(p["id"])}" data-status="{p["status"]}">'
+                   f"<title>{tip}</title></circle>")
+            parts.append(f'<a href="{escape(link(p["id"]))}">{dot}</a>' if link else dot)
+    else:
+        cell = 12
+        cells: dict[tuple[int, int], list[dict[str, Any]]] = {}
+        for p in points:
+            cx, cy = xy(p)
+            cells.setdefault((int(cx // cell), int(cy // cell)), []).append(p)
+        worst = {"fault": 2, "offline": 1, "ok": 0}
+        for (i, j), members in cells.items():
+            status = max((m["status"] for m in members), key=lambda s: worst[s])
+            bad = sum(1 for m in members if m["status"] != "ok")
+            r = min(cell / 2 + 1, 2 + math.sqrt(len(members)))
+            parts.append(f'<circle cx="{i * cell + cell / 2}" cy="{j * cell + cell / 2}" r="{r:.1f}" '
+                         f'fill="{STATUS_COLOUR[status]}" data-status="{status}"><title>{len(members)} cụm, '
+                         f"{bad} có vấn đề</title></circle>")
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def share_chart(points: list[tuple[int, float]], since_ms: int, until_ms: int, fmt_x, label: str) -> Markup:
+    """The working share (0-100 %) over time as an SVG line chart."""
+    return line_chart([("Tỉ lệ hoạt động", "#2b9348", [(ms, share * 100) for ms, share in points])],
+                      since_ms, until_ms, label=label, unit="%", fmt_x=fmt_x, y_min=0, y_max=100)

@@ -1,0 +1,283 @@
+"""As-run reports: what each receiver played of each occurrence, broadcast hours, CSV export.
+
+Outcomes per occurrence × receiver, from the events the receivers reported and the
+missed plays the scheduler recorded:
+
+- ``full``: ``playback.finished`` with at least the planned duration less a 2 s tolerance;
+- ``partial``: ``playback.finished`` with less (the share played is given);
+- ``failed``: ``playback.failed`` (the receiver's code and reason);
+- ``missed``: a :class:`MissedPlay` (due, never started; offline or silent);
+- ``unfinished``: ``playback.started`` with no end reported (yet).
+
+Reports read :class:`AsRunRecord` rows (one per occurrence × receiver, no JSON to parse) that
+:func:`refresh` folds from the events incrementally; each report page refreshes first.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import JSON, String, case, cast, func, literal, null, select, type_coerce, union_all
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from controller.models import AsRunRecord, Bulletin, Event, HeartbeatBucket, MissedPlay, ProgrammeItem, Receiver
+from controller.services.health import BUCKET_MS
+from schedules.events import PLAYBACK_FAILED, PLAYBACK_FINISHED, PLAYBACK_STARTED
+
+FULL_TOLERANCE_MS = 2000
+OUTCOMES = ("full", "partial", "failed", "missed", "unfinished")
+OUTCOME_VI = {"full": "Phát đủ", "partial": "Phát một phần", "failed": "Phát lỗi", "missed": "Không phát",
+              "unfinished": "Chưa báo kết thúc"}
+REASON_VI = {
+    "media.not_cached": "Chưa tải được bản tin về cụm", "play.error": "Lỗi khi phát",
+    "decoder.missing": "Thiếu bộ giải mã", "offline": "Cụm mất kết nối lúc phát",
+    "no_start": "Cụm trực tuyến nhưng không báo bắt đầu phát", "preempted": "Bị bản tin ưu tiên hơn chen ngang",
+    "stopped": "Bị dừng bằng lệnh", "media_end": "", "complete": "",
+}
+CSV_COLUMNS = ("occurrence_id", "programme_item_id", "title", "receiver", "receiver_name", "area",
+               "planned_start", "reported_at", "outcome", "played_s", "planned_s", "played_pct", "reason")
+
+
+REFRESH_OVERLAP_MS = 2_000  # events received this close to the watermark are folded again (idempotent)
+
+
+def _json_field(db: Session, key: str):
+    """SQL: an integer field of the event body (JSON kept as text)."""
+    if db.get_bind().dialect.name == "postgresql":
+        return cast(Event.body, JSONB)[key].as_integer()
+    return type_coerce(Event.body, JSON)[key].as_integer()
+
+
+def _json_text(db: Session, key: str):
+    if db.get_bind().dialect.name == "postgresql":
+        return cast(Event.body, JSONB)[key].as_string()
+    return type_coerce(Event.body, JSON)[key].as_string()
+
+
+def refresh(db: Session) -> None:
+    """Fold the playback events received since the last refresh into :class:`AsRunRecord` rows.
+
+    One INSERT … SELECT … ON CONFLICT per call: the new events are grouped per occurrence and
+    receiver, and a group replaces the stored row only when it ranks at least as high (a finish
+    beats a start), so refreshing twice, or seeing events again, changes nothing.
+    """
+    watermark = db.scalar(select(func.max(AsRunRecord.received_ms)))
+    newest = db.scalar(select(func.max(Event.received_ms)))
+    if newest is None or watermark is not None and newest <= watermark:
+        return  # nothing received since (both maxima come from indexes)
+    since = (watermark - REFRESH_OVERLAP_MS) if watermark is not None else None
+    is_finished = Event.type == PLAYBACK_FINISHED
+    rank = func.max(case((is_finished, 3), (Event.type == PLAYBACK_FAILED, 2), else_=1))
+    played = func.max(case((is_finished, _json_field(db, "played_ms"))))
+    planned = func.max(case((is_finished, _json_field(db, "planned_duration_ms"))))
+    reason = func.max(case((is_finished, _json_text(db, "end_reason")),
+                           (Event.type == PLAYBACK_FAILED, _json_text(db, "code"))))
+    planned_start = func.min(func.coalesce(_json_field(db, "planned_start_ms"), Event.ts_ms))
+    outcome = case((rank == 3, case((played >= planned - FULL_TOLERANCE_MS, "full"), else_="partial")),
+                   (rank == 2, "failed"), else_="unfinished")
+    area = select(Receiver.area_id).where(Receiver.id == Event.rx_id).scalar_subquery()
+    # Expressions, not bare columns, so the planner reads the received_ms index and nothing else
+    # (a join with receivers, or grouping on the item_id index, would read every event).
+    occ, rx = Event.item_id + "", Event.rx_id + ""
+    source = (select(occ, rx, func.max(area), func.max(Event.programme_item_id),
+                     planned_start, func.max(Event.ts_ms), func.max(Event.received_ms), rank, outcome, played,
+                     planned, func.substr(reason, 1, 200))
+              .where((Event.type + "").in_((PLAYBACK_STARTED, PLAYBACK_FINISHED, PLAYBACK_FAILED)),
+                     Event.item_id.is_not(None), Event.received_ms >= (since if since is not None else 0))
+              .group_by(occ, rx))
+    columns = ["occurrence_id", "rx_id", "area_id", "programme_item_id", "planned_start_ms", "reported_ms",
+               "received_ms", "rank", "outcome", "played_ms", "planned_ms", "reason"]
+    dialect = db.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = insert(AsRunRecord).from_select(columns, source)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["occurrence_id", "rx_id"],
+        set_={c: getattr(stmt.excluded, c) for c in columns[2:]},
+        where=stmt.excluded.rank >= AsRunRecord.rank)
+    db.execute(stmt)
+    db.commit()
+
+
+def asrun_select(db: Session, visible: set[str], since_ms: int, until_ms: int,
+                 outcomes: tuple[str, ...] = OUTCOMES, rx_id: str | None = None):
+    """A SELECT of every as-run row planned in ``[since, until)`` for receivers in ``visible`` areas.
+
+    Columns: occurrence_id, programme_item_id, rx_id, planned_start_ms, ts_ms, outcome,
+    played_ms, planned_ms, reason. Call :func:`refresh` first to include the newest events.
+    """
+    reported = [o for o in outcomes if o != "missed"]
+    parts = []
+    if reported:
+        q = select(AsRunRecord.occurrence_id.label("occurrence_id"),
+                   AsRunRecord.programme_item_id.label("programme_item_id"), AsRunRecord.rx_id.label("rx_id"),
+                   AsRunRecord.planned_start_ms.label("planned_start_ms"), AsRunRecord.reported_ms.label("ts_ms"),
+                   AsRunRecord.outcome.label("outcome"), AsRunRecord.played_ms.label("played_ms"),
+                   AsRunRecord.planned_ms.label("planned_ms"), AsRunRecord.reason.label("reason")).where(
+            AsRunRecord.area_id.in_(visible), AsRunRecord.planned_start_ms >= since_ms,
+            AsRunRecord.planned_start_ms < until_ms)
+        if len(reported) < len(OUTCOMES) - 1:
+            q = q.where(AsRunRecord.outcome.in_(reported))
+        if rx_id is not None:
+            q = q.where(AsRunRecord.rx_id == rx_id)
+        parts.append(q)
+    if "missed" in outcomes:
+        in_area = select(Receiver.id).where(Receiver.area_id.in_(visible))
+        if rx_id is not None:
+            in_area = in_area.where(Receiver.id == rx_id)
+        parts.append(select(MissedPlay.occurrence_id, MissedPlay.programme_item_id, MissedPlay.rx_id,
+                            MissedPlay.planned_start_ms, MissedPlay.detected_ms, literal("missed"), literal(0),
+                            null(), cast(null(), String)).where(
+            MissedPlay.planned_start_ms >= since_ms, MissedPlay.planned_start_ms < until_ms,
+            MissedPlay.rx_id.in_(in_area)))
+    if not parts:
+        parts.append(select(*[null()] * 9).where(literal(False)))
+    return union_all(*parts) if len(parts) > 1 else parts[0]
+
+
+def outcome_counts(db: Session, visible: set[str], since_ms: int, until_ms: int) -> dict[str, int]:
+    """How many plays of each outcome in the range."""
+    sub = asrun_select(db, visible, since_ms, until_ms).subquery()
+    counts = dict(db.execute(select(sub.c.outcome, func.count()).group_by(sub.c.outcome)).all())
+    return {o: int(counts.get(o, 0)) for o in OUTCOMES}
+
+
+def problem_rows(db: Session, visible: set[str], since_ms: int, until_ms: int, *, page: int = 1,
+                 per_page: int = 100, outcomes: tuple[str, ...] = ("partial", "failed", "missed", "unfinished"),
+                 rx_id: str | None = None) -> tuple[list[dict[str, Any]], int]:
+    """One page of as-run rows (by default only the plays that went wrong), newest first, and the total."""
+    sub = asrun_select(db, visible, since_ms, until_ms, outcomes, rx_id).subquery()
+    total = db.scalar(select(func.count()).select_from(sub)) or 0
+    rows = db.execute(select(sub).order_by(sub.c.planned_start_ms.desc(), sub.c.rx_id)
+                      .limit(per_page).offset((max(1, page) - 1) * per_page)).all()
+    return [_decorate(db, dict(r._mapping)) for r in rows], total
+
+
+def _decorate(db: Session, row: dict[str, Any]) -> dict[str, Any]:
+    """Add share played, Vietnamese reason, title and receiver name to one as-run row."""
+    planned, played = row.get("planned_ms"), row.get("played_ms")
+    row["pct"] = round(100 * played / planned) if planned and played is not None else None
+    if row["outcome"] == "missed":
+        heard = db.scalar(select(func.count()).select_from(HeartbeatBucket).where(
+            HeartbeatBucket.rx_id == row["rx_id"],
+            HeartbeatBucket.bucket_ms.between(row["planned_start_ms"] - BUCKET_MS, row["planned_start_ms"])))
+        row["reason"] = "no_start" if heard else "offline"
+    row["reason_vi"] = REASON_VI.get(row.get("reason") or "", row.get("reason") or "")
+    return row
+
+
+def titles(db: Session, item_ids: set[int]) -> dict[int, str]:
+    """Programme item id → title (its own, else its bulletin's)."""
+    if not item_ids:
+        return {}
+    rows = db.execute(select(ProgrammeItem.id, func.coalesce(ProgrammeItem.title, Bulletin.title))
+                      .outerjoin(Bulletin, Bulletin.id == ProgrammeItem.bulletin_id)
+                      .where(ProgrammeItem.id.in_(item_ids))).all()
+    return {i: t or f"#{i}" for i, t in rows}
+
+
+def occurrences(db: Session, visible: set[str], since_ms: int, until_ms: int,
+                limit: int = 200) -> list[dict[str, Any]]:
+    """Per occurrence, newest first: planned start and how many receivers played it fully, partly, not."""
+    sub = asrun_select(db, visible, since_ms, until_ms).subquery()
+    rows = db.execute(
+        select(sub.c.occurrence_id, func.max(sub.c.programme_item_id), func.min(sub.c.planned_start_ms),
+               *[func.sum(case((sub.c.outcome == o, 1), else_=0)) for o in OUTCOMES])
+        .group_by(sub.c.occurrence_id).order_by(func.min(sub.c.planned_start_ms).desc()).limit(limit)).all()
+    names = titles(db, {r[1] for r in rows if r[1]})
+    return [{"occurrence_id": r[0], "programme_item_id": r[1], "title": names.get(r[1], r[0]),
+             "planned_start_ms": r[2], **{o: int(r[3 + i] or 0) for i, o in enumerate(OUTCOMES)}} for r in rows]
+
+
+def broadcast_hours(db: Session, visible: set[str], since_ms: int, until_ms: int, tz: ZoneInfo,
+                    period: str = "day") -> dict[str, Any]:
+    """Hours broadcast per area (the receivers' own areas) per day, ISO week or month.
+
+    An area's hours count each occurrence once, at the longest any of its clusters played it;
+    ``cluster_hours`` add up every cluster's playing time.
+    """
+    rows = db.execute(
+        select(AsRunRecord.area_id, AsRunRecord.occurrence_id, func.min(AsRunRecord.planned_start_ms),
+               func.max(AsRunRecord.played_ms), func.sum(AsRunRecord.played_ms))
+        .where(AsRunRecord.outcome.in_(("full", "partial")), AsRunRecord.planned_start_ms >= since_ms,
+               AsRunRecord.planned_start_ms < until_ms, AsRunRecord.area_id.in_(visible))
+        .group_by(AsRunRecord.area_id, AsRunRecord.occurrence_id)).all()
+    table: dict[tuple[str, str], list[float]] = {}
+    for area_id, _item, ts, longest, total in rows:
+        key = (area_id, period_key(datetime.fromtimestamp(ts / 1000, tz).date(), period))
+        cell = table.setdefault(key, [0.0, 0.0])
+        cell[0] += (longest or 0) / 3_600_000
+        cell[1] += (total or 0) / 3_600_000
+    periods = sorted({p for _, p in table})
+    area_ids = sorted({a for a, _ in table})
+    return {"periods": periods, "areas": area_ids,
+            "hours": {a: {p: round(table.get((a, p), [0, 0])[0], 2) for p in periods} for a in area_ids},
+            "cluster_hours": {a: {p: round(table.get((a, p), [0, 0])[1], 2) for p in periods} for a in area_ids}}
+
+
+def period_key(day: date, period: str) -> str:
+    """dd/mm/yyyy for a day, 'Tuần ww/yyyy' for an ISO week, mm/yyyy for a month (sortable variants)."""
+    if period == "week":
+        year, week, _ = day.isocalendar()
+        return f"{year}-W{week:02d}"
+    if period == "month":
+        return f"{day:%Y-%m}"
+    return day.isoformat()
+
+
+def period_label(key: str) -> str:
+    """A period key as people read it: 22/11/2026, Tuần 47/2026, Tháng 11/2026."""
+    if "-W" in key:
+        year, week = key.split("-W")
+        return f"Tuần {week}/{year}"
+    if key.count("-") == 1:
+        year, month = key.split("-")
+        return f"Tháng {month}/{year}"
+    return date.fromisoformat(key).strftime("%d/%m/%Y")
+
+
+def csv_lines(db: Session, visible: set[str], since_ms: int, until_ms: int, tz: ZoneInfo) -> Iterator[str]:
+    """The full as-run log as CSV text, one line at a time (UTF-8 with BOM so spreadsheets read Vietnamese)."""
+    sub = asrun_select(db, visible, since_ms, until_ms).subquery()
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    yield "\ufeff" + out.getvalue()
+    rx_names = dict(db.execute(select(Receiver.id, Receiver.name).where(Receiver.area_id.in_(visible))).all())
+    rx_areas = dict(db.execute(select(Receiver.id, Receiver.area_id).where(Receiver.area_id.in_(visible))).all())
+    names: dict[int, str] = {}
+    query = select(sub).order_by(sub.c.planned_start_ms, sub.c.rx_id).execution_options(yield_per=5000)
+    for partition in db.execute(query).partitions():
+        rows = [dict(r._mapping) for r in partition]
+        names.update(titles(db, {r["programme_item_id"] for r in rows
+                                 if r["programme_item_id"] and r["programme_item_id"] not in names}))
+        out.seek(0)
+        out.truncate()
+        for r in rows:
+            planned, played = r["planned_ms"], r["played_ms"]
+            writer.writerow([
+                r["occurrence_id"], r["programme_item_id"] or "", names.get(r["programme_item_id"], ""), r["rx_id"],
+                rx_names.get(r["rx_id"], ""), rx_areas.get(r["rx_id"], ""), _iso(r["planned_start_ms"], tz),
+                _iso(r["ts_ms"], tz), r["outcome"], "" if played is None else round(played / 1000, 1),
+                "" if planned is None else round(planned / 1000, 1),
+                round(100 * played / planned) if planned and played is not None else "", r["reason"] or ""])
+        yield out.getvalue()
+
+
+def _iso(ms: int | None, tz: ZoneInfo) -> str:
+    return "" if ms is None else datetime.fromtimestamp(ms / 1000, tz).strftime("%d/%m/%Y %H:%M:%S")
+
+
+def day_range(first: date, last: date, tz: ZoneInfo) -> tuple[int, int]:
+    """Epoch ms of local midnight at ``first`` and the midnight after ``last``."""
+    start = datetime.combine(first, datetime.min.time(), tz)
+    end = datetime.combine(last + timedelta(days=1), datetime.min.time(), tz)
+    return int(start.timestamp() * 1000), int(end.timestamp() * 1000)
+
