@@ -39,6 +39,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(media.bp)
     app.register_blueprint(web.bp)
+    app.register_blueprint(__import__("controller.web_status", fromlist=["bp"]).bp)  # clusters, faults, reports
     app.add_template_filter(lambda s: json.loads(s) if s else {}, "fromjson")
     runtime.init_app(app)
     return app

@@ -17,9 +17,11 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import Flask, current_app, g, request, session
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
+from flask_wtf.csrf import validate_csrf
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash
+from wtforms import ValidationError
 
 from controller.db import get_db
 from controller.models import ROLES, ApiToken, Receiver, User
@@ -121,9 +123,10 @@ def token_hash(token: str) -> str:
 
 
 def api_principal() -> Principal | None:
-    """The user named by the request's Basic credentials or API token (the API does not use cookies).
+    """The user named by the request's Basic credentials or API token, or the logged-in browser.
 
-    Raises AccountLocked for Basic credentials of a locked account.
+    A browser session counts only with its CSRF token in ``X-CSRFToken`` for
+    anything but reads. Raises AccountLocked for Basic credentials of a locked account.
     """
     if "api_principal" in g:
         return g.api_principal
@@ -140,6 +143,17 @@ def api_principal() -> Principal | None:
             row.last_used_ms = now_ms()
             db.commit()
             principal = _principal(user)
+    elif auth is None and current_user.is_authenticated:
+        # The pages' own scripts: the session cookie, plus the CSRF token in a header for changes.
+        if request.method not in ("GET", "HEAD", "OPTIONS"):
+            try:
+                validate_csrf(request.headers.get("X-CSRFToken"))
+            except ValidationError as exc:
+                from controller.errors import ApiError
+
+                raise ApiError(400, "auth.csrf", "missing or invalid CSRF token (X-CSRFToken)",
+                               "Thiếu mã bảo vệ, hãy tải lại trang.") from exc
+        principal = current_user
     g.api_principal = principal
     return principal
 

@@ -173,19 +173,27 @@ def keys() -> None:
 @click.option("--area", required=True, help="Area the receiver belongs to.")
 @click.option("--name", default=None)
 @click.option("--mqtt-url", required=True, help="Broker URL the receiver connects to.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Where to write the receiver's TOML config.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write the receiver's TOML config (default: <bundle>/receiver.toml).")
+@click.option("--bundle", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write a provisioning bundle here for deploy/install-receiver.sh: config, MQTT credentials, "
+                   "CA, the controller's public key.")
+@click.option("--ca-file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="CA certificate of the broker's TLS (copied into the bundle).")
 @click.option("--state-dir", default="/var/lib/loaxa-receiver")
 @click.option("--sink", type=click.Choice(["file", "null"]), default="null")
-def provision(rx_id: str, area: str, name: str | None, mqtt_url: str, out: Path, state_dir: str, sink: str) -> None:
-    """Register a receiver (or re-issue its token) and write its config file."""
+def provision(rx_id: str, area: str, name: str | None, mqtt_url: str, out: Path | None, bundle: Path | None,
+              ca_file: Path | None, state_dir: str, sink: str) -> None:
+    """Register a receiver (or re-issue its token) and write its config file or provisioning bundle."""
     from controller import auth
     from controller import keys as keys_mod
     from controller.db import session_scope
     from controller.models import Area, Receiver
-    from controller.services.provisioning import write_receiver_config
+    from controller.services.provisioning import write_bundle, write_receiver_config
     from schedules.events import now_ms
 
+    if out is None and bundle is None:
+        raise click.UsageError("give --out or --bundle")
     app = _app()
     token = auth.new_token()
     with session_scope(app) as db:
@@ -198,6 +206,16 @@ def provision(rx_id: str, area: str, name: str | None, mqtt_url: str, out: Path,
         else:
             rx.area_id, rx.token_hash = area, auth.token_hash(token)
     public = keys_mod.public_text(app.extensions["loaxa.services"].key)
+    if bundle is not None:
+        written = write_bundle(bundle, rx_id=rx_id, mqtt_url=mqtt_url, public_key=public,
+                               media_base_url=app.config["PUBLIC_URL"], token=token, state_dir=state_dir,
+                               sink=sink, ca_file=ca_file)
+        click.echo(f"receiver {rx_id} provisioned; bundle written to {bundle} ({', '.join(sorted(written))})")
+        click.echo(f"add its broker login with: mosquitto_passwd -b <passwd file> {rx_id} "
+                   f"\"$(cut -d: -f2- {bundle / 'mqtt-credentials'})\"")
+        if out is None:
+            return
+    assert out is not None
     write_receiver_config(out, rx_id=rx_id, mqtt_url=mqtt_url, public_key=public,
                           media_base_url=app.config["PUBLIC_URL"], token=token, state_dir=state_dir, sink=sink)
     click.echo(f"receiver {rx_id} provisioned; config written to {out}")

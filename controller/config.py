@@ -49,10 +49,12 @@ DEFAULTS: dict[str, Any] = {
     "MANIFEST_REFRESH_S": 600,
     "REBUILD_DEBOUNCE_S": 1.0,  # a programme change is published this long after the last edit
     "MISSED_CHECK_S": 300,
+    "HEARTBEAT_HISTORY_DAYS": 35,  # 15-minute buckets kept this long (a month of charts and reports)
     "LOGIN_MAX_FAILURES": 5,  # wrong passwords in a row before the account is locked
     "LOGIN_LOCK_S": 900,
     "SESSION_IDLE_S": 1800,  # a browser session ends after this long without a request
     "MISSED_GRACE_S": 120,  # a play counts as missed when no start was reported this long after its end
+    "MAP_TILE_URL": "https://tile.openstreetmap.org/{z}/{x}/{y}.png",  # "" = the SVG coordinate plot only
 }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 AREA_LEVELS = ("province", "district", "commune")
@@ -244,3 +244,82 @@ class Fault(Base):
     detail: Mapped[str | None] = mapped_column(Text)
     raised_ms: Mapped[int] = mapped_column(BigInteger)
     cleared_ms: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class HeartbeatBucket(Base):
+    """Heartbeats of one receiver in one time bucket (15 min), downsampled to count, min, max and sum.
+
+    A receiver beats every 30 s; keeping every beat of 10,000 receivers makes 200 million rows a
+    week, so only these buckets are kept (about 670 rows per receiver per week).
+    """
+
+    __tablename__ = "heartbeat_history"
+    __table_args__ = (UniqueConstraint("rx_id", "bucket_ms"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rx_id: Mapped[str] = mapped_column(String(80))
+    bucket_ms: Mapped[int] = mapped_column(BigInteger, index=True)
+    beats: Mapped[int] = mapped_column(Integer, default=0)
+    offset_n: Mapped[int] = mapped_column(Integer, default=0)  # clock offset, ms
+    offset_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    offset_min: Mapped[float | None] = mapped_column(Float)
+    offset_max: Mapped[float | None] = mapped_column(Float)
+    temp_n: Mapped[int] = mapped_column(Integer, default=0)  # temperature, °C
+    temp_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    temp_min: Mapped[float | None] = mapped_column(Float)
+    temp_max: Mapped[float | None] = mapped_column(Float)
+    signal_n: Mapped[int] = mapped_column(Integer, default=0)  # 4G signal, dBm
+    signal_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    signal_min: Mapped[float | None] = mapped_column(Float)
+    signal_max: Mapped[float | None] = mapped_column(Float)
+    disk_free_min: Mapped[int | None] = mapped_column(BigInteger)
+    playing_beats: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class AreaActivity(Base):
+    """How many of an area's receivers beat in each 15-minute bucket (for the working share over time)."""
+
+    __tablename__ = "area_activity"
+    area_id: Mapped[str] = mapped_column(String(120), primary_key=True)
+    bucket_ms: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    working: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class AsRunRecord(Base):
+    """What one receiver reported of one occurrence, folded from its playback events.
+
+    ``rank``: 1 started, 2 failed, 3 finished; a later, higher-ranked event replaces the row.
+    Built by ``controller.services.reports.refresh`` from the events, so reports never parse
+    event bodies; missed plays stay in :class:`MissedPlay`.
+    """
+
+    __tablename__ = "as_run"
+    __table_args__ = (UniqueConstraint("occurrence_id", "rx_id"),
+                      Index("ix_as_run_area_start", "area_id", "planned_start_ms"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    occurrence_id: Mapped[str] = mapped_column(String(200))
+    rx_id: Mapped[str] = mapped_column(String(80))
+    area_id: Mapped[str] = mapped_column(String(120))
+    programme_item_id: Mapped[int | None] = mapped_column(Integer)
+    planned_start_ms: Mapped[int] = mapped_column(BigInteger, index=True)
+    reported_ms: Mapped[int] = mapped_column(BigInteger)
+    received_ms: Mapped[int] = mapped_column(BigInteger, index=True)
+    rank: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(12))
+    played_ms: Mapped[int | None] = mapped_column(BigInteger)
+    planned_ms: Mapped[int | None] = mapped_column(BigInteger)
+    reason: Mapped[str | None] = mapped_column(String(200))
+
+
+Index("ix_events_type_ts", Event.type, Event.ts_ms)
+Index("ix_events_received", Event.received_ms)
+Index("ix_faults_raised", Fault.raised_ms)
+
+
+class FaultAck(Base):
+    """Who acknowledged a fault, and when (a fault is open, acknowledged, then resolved when cleared)."""
+
+    __tablename__ = "fault_acks"
+    fault_id: Mapped[int] = mapped_column(ForeignKey("faults.id"), primary_key=True)
+    acked_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    acked_ms: Mapped[int] = mapped_column(BigInteger)
+    note: Mapped[str | None] = mapped_column(Text)

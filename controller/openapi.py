@@ -13,6 +13,41 @@ def _op(summary: str, responses: dict, **extra) -> dict:
     return base
 
 
+def _q(name: str, schema: dict, description: str = "") -> dict:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+_AREA_Q = _q("area", {"type": "string"}, "an area id in the caller's scope (404 otherwise)")
+_STATUS_PATHS = {  # health dashboard, faults, as-run reports (controller/api/status.py)
+    "/api/v1/clusters": {"get": _op("cluster table: status, last seen, clock offset, signal, version, volume", {
+        "200": {"description": "summary and one page of clusters"}, "400": {"description": "bad filter"},
+        "404": {"description": "area unknown or out of scope"}}, parameters=[
+        _q("status", {"enum": ["ok", "fault", "offline"]}), _AREA_Q, _q("q", {"type": "string"}),
+        _q("sort", {"enum": ["name", "status", "last_seen", "offset", "signal", "version", "volume", "area"]}),
+        _q("dir", {"enum": ["asc", "desc"]}), _q("page", {"type": "integer", "minimum": 1}),
+        _q("per_page", {"type": "integer", "minimum": 1, "maximum": 500})])},
+    "/api/v1/clusters/{id}/history": {"get": _op("heartbeat history in 15-minute buckets (count, min, max, avg)", {
+        "200": {"description": "history"}, "404": {"description": "unknown or out of scope"}}, parameters=[
+        {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}},
+        _q("hours", {"type": "integer", "minimum": 1, "maximum": 744})])},
+    "/api/v1/faults": {"get": _op("faults by state, statistics (time to repair) and working share over time", {
+        "200": {"description": "faults"}, "400": {"description": "bad filter"}}, parameters=[
+        _q("state", {"enum": ["open", "acked", "resolved", "all"]}), _AREA_Q,
+        _q("days", {"type": "integer", "minimum": 1, "maximum": 90}), _q("page", {"type": "integer"}),
+        _q("per_page", {"type": "integer"})])},
+    "/api/v1/faults/{id}/ack": {"post": _op("acknowledge a fault (operator and above); idempotent", {
+        "200": {"description": "the fault, acknowledged"}, "404": {"description": "unknown or out of scope"}},
+        parameters=[{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}])},
+    "/api/v1/reports/as-run": {"get": _op(
+        "as-run per occurrence and receiver (full, partial with share, failed, missed with reasons), broadcast"
+        " hours per area per day/week/month; format=csv streams the whole log", {
+            "200": {"description": "report (JSON) or CSV"}, "400": {"description": "bad date, range or field"},
+            "404": {"description": "area unknown or out of scope"}}, parameters=[
+            _AREA_Q, _q("from", {"type": "string", "format": "date"}), _q("to", {"type": "string", "format": "date"}),
+            _q("period", {"enum": ["day", "week", "month"]}), _q("format", {"enum": ["json", "csv"]}),
+            _q("page", {"type": "integer"}), _q("per_page", {"type": "integer"})])},
+}
+
 OPENAPI = {
     "openapi": "3.1.0",
     "info": {"title": "loaxa controller API", "version": "1"},
@@ -23,6 +58,15 @@ OPENAPI = {
                 "type": "object", "required": ["code", "message", "message_vi"],
                 "properties": {"code": {"type": "string"}, "message": {"type": "string"},
                                "message_vi": {"type": "string"}}}}},
+            "TtsRequest": {"type": "object", "required": ["text"], "properties": {
+                "title": {"type": "string", "description": "required when saving"},
+                "area": {"type": "string"}, "text": {"type": "string", "description": "Vietnamese text"},
+                "engine": {"enum": ["piper", "gtts", "espeak"], "description": "tried first; others follow"},
+                "voice": {"enum": ["vi", "vi-vn-x-central", "vi-vn-x-south"], "description": "espeak-ng voice"},
+                "repeat": {"type": "integer", "minimum": 1, "maximum": 10},
+                "repeat_gap_s": {"type": "number", "minimum": 0, "maximum": 60},
+                "intro": {"type": "string", "description": "sha256 of a stored jingle"},
+                "outro": {"type": "string", "description": "sha256 of a stored jingle"}}},
         },
     },
     "paths": {
@@ -39,9 +83,23 @@ OPENAPI = {
                     "properties": {"file": {"type": "string", "format": "binary"}, "title": {"type": "string"},
                                    "area": {"type": "string"}}}}}}),
         },
-        "/api/v1/bulletins/{id}": {"get": _op("one bulletin and its processing state", {
-            "200": {"description": "bulletin"}, "404": {"description": "unknown or out of scope"}},
+        "/api/v1/bulletins/{id}": {"get": _op(
+            "one bulletin: status queued | processing (progress, percent) | ready | failed (error code and"
+            " reasons); loudness before and after, waveform peaks, the TTS engine that spoke", {
+                "200": {"description": "bulletin"}, "404": {"description": "unknown or out of scope"}},
             parameters=[{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}])},
+        "/api/v1/bulletins/tts": {"post": _op("a text bulletin, spoken and normalised in the background", {
+            "202": {"description": "accepted; the bulletin's tts.engine names the engine that spoke"},
+            "400": {"description": "bad field (code tts.* or bulletin.bad_title)"},
+            "404": {"description": "area unknown or out of scope"}},
+            requestBody={"content": {"application/json": {"schema": {"$ref": "#/components/schemas/TtsRequest"}}}})},
+        "/api/v1/bulletins/tts/preview": {"post": _op("listen before saving: the rendered audio, nothing stored", {
+            "200": {"description": "audio/mpeg (or audio/ogg); headers X-Loaxa-TTS-Engine, X-Loaxa-TTS-Voice,"
+                                   " X-Loaxa-Duration-Ms"},
+            "400": {"description": "bad field"}, "422": {"description": "no engine worked (tts.unavailable)"}},
+            requestBody={"content": {"application/json": {"schema": {"$ref": "#/components/schemas/TtsRequest"}}}})},
+        "/api/v1/tts/engines": {"get": _op("text-to-speech engines usable now and the offline voices",
+                                           {"200": {"description": "engines, voices"}})},
         "/api/v1/programme/items": {
             "get": _op("programme items from an hour ago on", {"200": {"description": "items"}}),
             "post": _op("schedule a ready bulletin", {
@@ -58,5 +116,6 @@ OPENAPI = {
         "/api/v1/receivers/{id}": {"get": _op("one receiver: status, heartbeat, events, what it played", {
             "200": {"description": "receiver"}, "404": {"description": "unknown or out of scope"}},
             parameters=[{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}])},
+        **_STATUS_PATHS,
     },
 }

@@ -66,6 +66,8 @@ class Services:
                                seconds=int(self.app.config["MANIFEST_REFRESH_S"]), id="refresh-manifests")
         self.scheduler.add_job(mark_missed, "interval", args=[self.key_id], replace_existing=True,
                                seconds=int(self.app.config["MISSED_CHECK_S"]), id="mark-missed")
+        self.scheduler.add_job(housekeeping, "interval", args=[self.key_id], replace_existing=True,
+                               seconds=300, id="housekeeping")
         self.scheduler.start()
 
     def programme_changed(self) -> None:
@@ -119,6 +121,22 @@ def mark_missed(key_id: str) -> None:
     found = asrun.mark_missed(svc.app)
     if found:
         logger.warning("%d missed play(s) recorded", found)
+
+
+def housekeeping(key_id: str) -> None:
+    """Scheduler job: fold new playback events into the as-run table; drop old heartbeat history."""
+    from controller.db import session_scope
+    from controller.services import health, reports
+    from schedules.events import now_ms
+
+    svc = _RUNNING.get(key_id)
+    if svc is None:
+        return
+    with session_scope(svc.app) as db:
+        reports.refresh(db)
+        gone = health.prune_history(db, int(svc.app.config["HEARTBEAT_HISTORY_DAYS"]), now_ms())
+    if gone:
+        logger.info("pruned %d heartbeat history rows", gone)
 
 
 def init_app(app: Flask) -> None:

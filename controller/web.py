@@ -10,11 +10,11 @@ from zoneinfo import ZoneInfo
 from flask import Blueprint, abort, current_app, redirect, render_template, request, session, url_for
 from flask_babel import get_locale
 from flask_babel import gettext as _
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 
 from controller import auth
 from controller.db import get_db
-from controller.models import Area, Event, ProgrammeItem, Receiver
+from controller.models import ROLES, Area, Event, ProgrammeItem, Receiver
 from controller.runtime import services
 from controller.services import areas
 from controller.services.programme import ApprovalRefused, can_approve, decide, entry_from_row, load_programme
@@ -83,8 +83,15 @@ def overview():
     db = get_db()
     visible = areas.subtree_ids(db, principal.area_id)
     now = now_ms()
-    receivers = db.scalars(select(Receiver).where(Receiver.area_id.in_(visible))
-                           .order_by(Receiver.area_id, Receiver.id)).all()
+    fresh = now - STALE_MS
+    online_q = (Receiver.online.is_(True)) & (Receiver.last_seen_ms > fresh)
+    counts = db.execute(select(Receiver.area_id, func.count(), func.sum(case((online_q, 1), else_=0)))
+                        .where(Receiver.area_id.in_(visible)).group_by(Receiver.area_id)).all()
+    total = sum(c for _, c, _ in counts)
+    online = sum(int(o or 0) for _, _, o in counts)
+    # Only the clusters that need a look: offline ones, at most 50 (the full table is on /clusters).
+    receivers = db.scalars(select(Receiver).where(Receiver.area_id.in_(visible), ~online_q)
+                           .order_by(Receiver.last_seen_ms.desc().nulls_last(), Receiver.id).limit(50)).all()
     # What plays from 12 hours ago to 36 hours ahead, occurrence by occurrence.
     programme, nodes = load_programme(db)
     since = now - 12 * 3600_000
@@ -98,15 +105,17 @@ def overview():
         .where(Event.type == "playback.finished", Event.item_id.in_(ids))
         .group_by(Event.item_id)).all()) if ids else {}
     area_names = {a.id: a.name for a in db.scalars(select(Area).where(Area.id.in_(visible)))}
+    parent = {n.id: n.parent_id for n in nodes}
     rx_per_area: dict[str, int] = {}
-    for rx in receivers:
-        for a in areas.ancestors(db, rx.area_id):
-            rx_per_area[a.id] = rx_per_area.get(a.id, 0) + 1
+    for area_id, count, _online in counts:  # each area counts its own receivers and those below it
+        node: str | None = area_id
+        while node is not None:
+            rx_per_area[node] = rx_per_area.get(node, 0) + count
+            node = parent.get(node)
     rows = [{"item": i, "area_id": area_id, "wire": i.id, "played": played.get(i.id, 0),
              "expected": rx_per_area.get(area_id, 0) - len(i.exclude), "state": _item_state(i, now)}
             for area_id, i in occurrences]
-    online = sum(1 for r in receivers if is_online(r, now))
-    return render_template("overview.html", principal=principal, receivers=receivers, rows=rows,
+    return render_template("overview.html", principal=principal, receivers=receivers, rows=rows, total=total,
                            area_names=area_names, online=online, now=now, is_online=is_online,
                            local_time=local_time)
 
@@ -208,3 +217,60 @@ def decide_page(item_id: int, decision: str):
         svc.programme_changed()
     done = _("Đã duyệt.") if decision == "approve" else _("Đã từ chối.")
     return redirect(url_for("web.programme_page", area=request.form.get("area"), msg=done))
+
+
+@bp.get("/bulletins")
+def bulletins_page():
+    """Bulletins: upload with progress, record from the microphone, type text to be read, listen, schedule."""
+    principal = login_required()
+    db = get_db()
+    visible = areas.subtree_ids(db, principal.area_id)
+    area_list = db.scalars(select(Area).where(Area.id.in_(visible)).order_by(Area.id)).all()
+    texts = {  # words the page's script shows, translated here
+        "uploading": _("Đang tải lên"), "processing": _("Đang xử lý âm thanh"), "ready": _("Sẵn sàng"),
+        "failed": _("Lỗi"), "queued": _("Đang chờ xử lý"), "recording": _("Đang ghi âm... bấm lần nữa để dừng"),
+        "no_mic": _("Không dùng được micrô của máy này."), "too_large": _("Tệp quá lớn."),
+        "scheduled": _("Đã xếp lịch."), "draft": _("Đã xếp lịch, chờ duyệt."),
+        "network": _("Mất kết nối tới máy chủ, hãy thử lại."), "recorded": _("Bản ghi âm"),
+    }
+    today = datetime.now(ZoneInfo(current_app.config["TIMEZONE"])).date().isoformat()
+    return render_template("bulletins.html", principal=principal, areas=area_list, texts=texts, today=today,
+                           can_edit=principal.at_least("operator"),
+                           max_mb=int(current_app.config["MAX_UPLOAD_BYTES"]) // (1024 * 1024))
+
+
+
+@bp.get("/admin")
+def admin_page():
+    """Administration: the area tree (add, rename, merge), users and roles, session templates."""
+    principal = login_required()
+    if not principal.at_least("manager"):
+        abort(403)
+    db = get_db()
+    visible = areas.subtree_ids(db, principal.area_id)
+    area_list = db.scalars(select(Area).where(Area.id.in_(visible)).order_by(Area.id)).all()
+    counts = dict(db.execute(select(Receiver.area_id, func.count()).group_by(Receiver.area_id)).all())
+    children: dict[str | None, list[Area]] = {}
+    for a in area_list:
+        parent = a.parent_id if a.parent_id in visible else None
+        children.setdefault(parent, []).append(a)
+    return render_template("admin.html", principal=principal, areas=area_list, children=children, counts=counts,
+                           roles=[r for r in ROLES if ROLES.index(r) <= ROLES.index(principal.role)])
+
+
+@bp.app_errorhandler(403)
+@bp.app_errorhandler(404)
+@bp.app_errorhandler(405)
+@bp.app_errorhandler(500)
+def error_page(exc):
+    """A page in the user's language for refusals and failures (JSON under /api/); never a stack trace."""
+    code = getattr(exc, "code", 500) or 500
+    if request.path.startswith("/api/"):
+        from controller.errors import error_response
+
+        return error_response(code, f"http.{code}", getattr(exc, "name", "error"), _("Có lỗi xảy ra."))
+    messages = {403: _("Bạn không có quyền xem trang này."), 404: _("Không tìm thấy trang này."),
+                405: _("Thao tác không hợp lệ."), 500: _("Có lỗi xảy ra. Xin thử lại sau.")}
+    principal = auth.web_principal()
+    return render_template("error.html", principal=principal, code=code,
+                           message=messages.get(code, messages[500])), code

@@ -15,7 +15,7 @@ import pytest
 
 from controller.broker import free_port, mosquitto_binary, wait_for_port
 
-from helpers import clear_retained, make_config, seed_district
+from helpers import CHROMIUM_ARGS, chromium_path, clear_retained, make_config, seed_district
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,3 +77,23 @@ def district(app):
     """The app with a seeded province, district, two communes and users."""
     seed_district(app)
     return app
+
+
+@pytest.fixture(scope="session")
+def playwright_session():
+    """Playwright's driver, once per session (its sync API cannot be started twice at a time)."""
+    if chromium_path() is None:
+        pytest.skip("no Chromium: apt install chromium (as .ci/run does) or set LOAXA_CHROMIUM")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture(scope="session")
+def browser(playwright_session):
+    """One headless Chromium for the session."""
+    b = playwright_session.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+    yield b
+    b.close()
+

@@ -97,3 +97,15 @@ def clear_retained(url: str, prefix: str = "loaxa/v1/#") -> int:
         client.disconnect()
         client.loop_stop()
     return len(found)
+
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def chromium_path() -> str | None:
+    """Debian's Chromium, or LOAXA_CHROMIUM (Playwright cannot download its own browser here)."""
+    import os
+    import shutil
+
+    return os.environ.get("LOAXA_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")

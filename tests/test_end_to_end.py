@@ -145,7 +145,7 @@ def test_one_bulletin_end_to_end(controller, receiver, tmp_path, mqtt_url):
     html = page.get(base + "/receivers/phu-1", timeout=10).text
     assert "Trực tuyến" in html and "Phát xong" in html and item["occurrences"][0] in html
     overview = page.get(base + "/", timeout=10).text
-    assert 'data-rx="phu-1" data-online="yes"' in overview and "1/1 cụm" in overview
+    assert '<b id="online-count">1</b>' in overview and "1/1 cụm" in overview
 
     # A forged manifest (another key) is refused, reported, and the good programme kept.
     forged_key = signing.generate_private_key()

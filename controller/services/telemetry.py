@@ -96,6 +96,10 @@ class Telemetry:
                 rx.last_hb = json.dumps(hb, ensure_ascii=False)
                 rx.last_seen_ms = now
                 rx.online = True
+                if isinstance(hb, dict):
+                    from controller.services.health import record_heartbeat  # 15-minute history (issue 7)
+
+                    record_heartbeat(db, rx.id, hb, now)
             else:
                 self._event(db, rx, payload, now)
         self.ingested += 1

@@ -7,10 +7,7 @@ tests are skipped with a message saying so.
 
 from __future__ import annotations
 
-import os
-import shutil
 import threading
-from pathlib import Path
 
 import pytest
 from werkzeug.serving import make_server
@@ -19,29 +16,7 @@ from controller import create_app, db
 from controller.broker import free_port
 
 from helpers import make_config, seed_district
-
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-
-
-def chromium_path() -> str | None:
-    """Debian's Chromium, or LOAXA_CHROMIUM."""
-    return os.environ.get("LOAXA_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@pytest.fixture(scope="session")
-def browser():
-    """One headless Chromium for the session."""
-    exe = chromium_path()
-    if exe is None:
-        pytest.skip("no Chromium: apt install chromium (as .ci/run does) or set LOAXA_CHROMIUM")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
+from web_support import ARTIFACTS
 
 
 @pytest.fixture
@@ -83,11 +58,3 @@ def pytest_runtest_makereport(item, call):
     rep = outcome.get_result()
     setattr(item, f"rep_{rep.when}", rep)
 
-
-def login(page, base: str, username: str, password: str) -> None:
-    """Log in through the form, as a person would."""
-    page.goto(base + "/login")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", password)
-    page.click("button[type=submit]")
-    page.wait_for_load_state()

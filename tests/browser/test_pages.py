@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import requests
-from conftest import ARTIFACTS, login
+
+from web_support import ARTIFACTS, login
 
 
 def _draft(base: str) -> int:

@@ -97,3 +97,14 @@ def test_inactive_user_cannot_log_in(district, client):
         db.query(User).filter_by(username="viewer").one().active = False
     assert _login(client, "viewer", "pw-viewer").status_code == 401
     assert client.get("/api/v1/areas", headers=basic("viewer", "pw-viewer")).status_code == 401
+
+
+def test_pages_scripts_use_the_session_with_a_csrf_header(district, client):
+    assert _login(client, "op-phu", "pw-op-phu").status_code == 302
+    assert [a["id"] for a in client.get("/api/v1/areas").json["areas"]] == ["qd/phu"]  # reads need no token
+    body = {"bulletin_id": 1, "session": "evening", "mode": "daily"}
+    refused = client.post("/api/v1/programme/items", json=body)
+    assert refused.status_code == 400 and refused.json["error"]["code"] == "auth.csrf"
+    token = re.search(r'name="csrf-token" content="([^"]+)"', client.get("/").text).group(1)
+    passed = client.post("/api/v1/programme/items", json=body, headers={"X-CSRFToken": token})
+    assert passed.status_code == 404  # past the CSRF check: bulletin 1 does not exist here

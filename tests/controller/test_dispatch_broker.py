@@ -185,14 +185,21 @@ def test_scheduler_jobs_live_in_the_database(live, tmp_path, mqtt_url):
     svc.programme_changed()  # debounced: still one rebuild job
     with session_scope(live) as s:
         ids = sorted(r[0] for r in s.execute(text("SELECT id FROM apscheduler_jobs")))
-    assert ids in (["mark-missed", "rebuild-manifests", "refresh-manifests"], ["mark-missed", "refresh-manifests"])
+    assert ids in (["housekeeping", "mark-missed", "rebuild-manifests", "refresh-manifests"],
+                   ["housekeeping", "mark-missed", "refresh-manifests"])
     svc.stop()
     again = create_app(make_config(tmp_path, MQTT_URL=mqtt_url, MQTT_CLIENT_ID="ctl-restart"))
     try:
         again.extensions["loaxa.services"].start()
         with session_scope(again) as s:
             ids = sorted(r[0] for r in s.execute(text("SELECT id FROM apscheduler_jobs")))
-        assert ids[0] == "mark-missed" and ids[-1] == "refresh-manifests" and len(ids) <= 3  # kept, not doubled
+        assert ids[0] == "housekeeping" and ids[-1] == "refresh-manifests" and len(ids) <= 4  # kept, not doubled
     finally:
         again.extensions["loaxa.services"].stop()
         again.extensions["loaxa.engine"].dispose()
+
+
+def test_housekeeping_job_runs(live):
+    from controller.runtime import housekeeping
+
+    housekeeping(live.extensions["loaxa.services"].key_id)  # folds events into as-run, prunes history: no error
