@@ -15,22 +15,18 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 import requests
-from werkzeug.serving import make_server
 
-from controller import create_app, db
-from controller.broker import free_port
 from schedules import signing, topics
 from schedules.events import now_ms
 from schedules.manifest import Item, Manifest, MediaRef
 
-from helpers import make_config, seed_district, tone, wait_until
+from helpers import tone, wait_until
 
 pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent
@@ -38,24 +34,9 @@ AUTH = ("admin", "pw-admin")
 
 
 @pytest.fixture
-def controller(tmp_path, mqtt_url):
-    """A controller serving HTTP on a free port, connected to the test broker."""
-    port = free_port()
-    app = create_app(make_config(tmp_path, MQTT_URL=mqtt_url, HTTP_PORT=port, MQTT_CLIENT_ID=f"ctl-{port}"))
-    db.upgrade(app.config["DATABASE_URL"])
-    seed_district(app)
-    svc = app.extensions["loaxa.services"]
-    svc.start()
-    # werkzeug's threaded server stops cleanly from another thread (waitress's close() races its loop).
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield app
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
-    svc.stop()
-    app.extensions["loaxa.engine"].dispose()
+def controller(live_app):
+    """The live controller of tests/conftest.py: HTTP on a free port, services on the test broker."""
+    return live_app
 
 
 @pytest.fixture

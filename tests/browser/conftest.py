@@ -7,36 +7,9 @@ tests are skipped with a message saying so.
 
 from __future__ import annotations
 
-import threading
-
 import pytest
-from werkzeug.serving import make_server
 
-from controller import create_app, db
-from controller.broker import free_port
-
-from helpers import make_config, seed_district
 from web_support import ARTIFACTS
-
-
-@pytest.fixture
-def live_app(tmp_path, mqtt_url):
-    """A controller with its services, served over HTTP on a free port, with the test district seeded."""
-    port = free_port()
-    app = create_app(make_config(tmp_path, MQTT_URL=mqtt_url, HTTP_PORT=port, MQTT_CLIENT_ID=f"ctl-web-{port}"))
-    db.upgrade(app.config["DATABASE_URL"])
-    seed_district(app)
-    svc = app.extensions["loaxa.services"]
-    svc.start()
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield app
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
-    svc.stop()
-    app.extensions["loaxa.engine"].dispose()
 
 
 @pytest.fixture
