@@ -11,7 +11,11 @@
     .then(function (r) { return r.ok ? r.json() : Promise.reject(r.status); })
     .then(function (data) {
       if (!data.points.length) { return; }
+      // Leaflet needs a laid-out box, but nobody should see a grey map whose tiles never come:
+      // lay it out off-screen until the first tile has loaded.
       box.style.display = "block";
+      box.style.position = "absolute";
+      box.style.left = "-10000px";
       var map = L.map(box, {preferCanvas: true});
       var shown = false;
       var layer = L.tileLayer(tiles, {maxZoom: 19, attribution: "&copy; OpenStreetMap"});
@@ -19,6 +23,8 @@
         if (shown) { return; }
         shown = true;
         box.style.display = "block";
+        box.style.position = "";
+        box.style.left = "";
         map.invalidateSize();
         document.getElementById("plot").style.display = "none";
         if (note) { note.textContent = "Bấm vào một điểm để xem cụm loa."; }
