@@ -17,7 +17,14 @@ from controller.db import get_db
 from controller.models import ROLES, Area, Event, ProgrammeItem, Receiver
 from controller.runtime import services
 from controller.services import areas
-from controller.services.programme import ApprovalRefused, can_approve, decide, entry_from_row, load_programme
+from controller.services.programme import (
+    ApprovalRefused,
+    can_approve,
+    decide,
+    entry_from_row,
+    load_programme,
+    targets_of,
+)
 from schedules.events import now_ms
 from schedules.manifest import Item
 from schedules.planner import plan
@@ -192,8 +199,16 @@ def programme_page():
     drafts = db.scalars(select(ProgrammeItem).where(ProgrammeItem.status == "draft",
                                                     ProgrammeItem.area_id.in_(visible))
                         .order_by(ProgrammeItem.id)).all()
+    # The order of each session's items in this area (drag to change it).
+    in_sessions: dict[str, list[ProgrammeItem]] = {}
+    for row in db.scalars(select(ProgrammeItem).where(ProgrammeItem.status.in_(("draft", "approved")),
+                                                      ProgrammeItem.session_key.is_not(None))
+                          .order_by(ProgrammeItem.sort_order, ProgrammeItem.id)):
+        if area.id in targets_of(row):
+            in_sessions.setdefault(row.session_key, []).append(row)
     return render_template("programme.html", principal=principal, area=area, areas=area_list, first=first,
-                           days=days, rows=rows, tl=tl, lost=lost, cut=cut, drafts=drafts,
+                           days=days, rows=rows, tl=tl, lost=lost, cut=cut, drafts=drafts, in_sessions=in_sessions,
+                           can_edit=principal.at_least("operator"),
                            can_approve=lambda row: can_approve(principal, db, row), entry=entry_from_row,
                            local_time=local_time, timedelta=timedelta, message=request.args.get("msg"))
 

@@ -70,3 +70,22 @@ def test_overview_in_english_and_on_a_phone(live_app, browser):
 def test_wrong_password_shows_a_vietnamese_message(live_app, page):
     login(page, live_app.config["PUBLIC_URL"], "admin", "sai")
     assert page.locator(".err").inner_text() == "Sai tên đăng nhập hoặc mật khẩu."
+
+
+def test_drag_to_reorder_items_within_a_session(live_app, page):
+    base = live_app.config["PUBLIC_URL"]
+    first, second = _draft(base), _draft(base)
+    for item_id in (first, second):
+        requests.post(f"{base}/api/v1/programme/items/{item_id}/approve", auth=("admin", "pw-admin"), timeout=10)
+    requests.patch(f"{base}/api/v1/programme/items/{second}", auth=("admin", "pw-admin"), timeout=10,
+                   json={"order": 1})
+    login(page, base, "admin", "pw-admin")
+    page.goto(base + "/programme?area=qd/phu")
+    items = page.locator('ol.order[data-session="evening"] li')
+    assert [items.nth(i).get_attribute("data-item") for i in range(2)] == [str(first), str(second)]
+    items.nth(1).drag_to(items.nth(0))
+    page.wait_for_load_state()
+    page.wait_for_function(f"document.querySelector('ol.order li').dataset.item === '{second}'")
+    orders = {i["id"]: i["order"] for i in requests.get(f"{base}/api/v1/programme/items", auth=("admin", "pw-admin"),
+                                                          timeout=10).json()["items"]}
+    assert orders[second] < orders[first]
