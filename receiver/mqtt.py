@@ -18,6 +18,7 @@ import collections
 import heapq
 import itertools
 import logging
+import os
 import random
 import selectors
 import socket
@@ -36,7 +37,9 @@ logger = logging.getLogger(__name__)
 ONLINE = b"online"
 OFFLINE = b"offline"
 RECONNECT_MIN_S = 1
-RECONNECT_MAX_S = 60
+# The longest wait between reconnect attempts; LOAXA_RX_RECONNECT_MAX_S lowers it (tests, or a
+# site that would rather hammer its own broker than wait a minute after an outage).
+RECONNECT_MAX_S = max(RECONNECT_MIN_S, float(os.environ.get("LOAXA_RX_RECONNECT_MAX_S", "60")))
 
 
 def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:

@@ -130,7 +130,9 @@ def test_offline_session_plays_from_cache_and_reports_after(
         }))
         with (tmp_path / "rx.log").open("wb") as err:
             proc = subprocess.Popen([sys.executable, "-m", "receiver", "run", "--config", str(config)], cwd=REPO,
-                                    env=dict(os.environ, PYTHONUNBUFFERED="1"), stdin=subprocess.DEVNULL,
+                                    # a short backoff ceiling: the broker is back within seconds
+                                    env=dict(os.environ, PYTHONUNBUFFERED="1", LOAXA_RX_RECONNECT_MAX_S="4"),
+                                    stdin=subprocess.DEVNULL,
                                     stdout=subprocess.DEVNULL, stderr=err)
         wait_until(lambda: list((tmp_path / "state" / "media").glob(f"{sine_mp3.ref.sha256}.*")), timeout=30)
         wait_until(lambda: len(ingest.payloads) >= 2, timeout=20)  # conf + manifest accepted arrived
