@@ -52,8 +52,9 @@ def wait_for_port(port: int, timeout: float = 10.0) -> bool:
 class EmbeddedBroker:
     """A loopback broker owned by this process; ``url`` is where it listens."""
 
-    def __init__(self, workdir: Path | None = None):
+    def __init__(self, workdir: Path | None = None, *, persistent: bool = False):
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="loaxa-broker-"))
+        self.persistent = persistent  # keep retained messages and sessions across a stop/start
         self.port = 0
         self.kind = ""
         self._proc: subprocess.Popen[bytes] | None = None
@@ -78,13 +79,19 @@ class EmbeddedBroker:
         return self
 
     def _start_mosquitto(self, binary: str) -> None:
+        """Start Mosquitto; a broker started before comes back on its own port (a restart)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        for _ in range(5):
-            self.port = free_port()
+        restart = self.port != 0
+        for _ in range(1 if restart else 5):
+            self.port = self.port if restart else free_port()
+            persistence = "persistence false\n"
+            if self.persistent:
+                self.workdir.chmod(0o777)  # mosquitto may drop to its own user to write its database
+                persistence = f"persistence true\npersistence_location {self.workdir}/\nautosave_interval 1\n"
             conf = self.workdir / "mosquitto.conf"
             conf.write_text(
-                f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                "max_queued_messages 10000\nlog_dest stderr\nlog_type error\nlog_type warning\n"
+                f"listener {self.port} 127.0.0.1\nallow_anonymous true\n{persistence}"
+                "max_queued_messages 100000\nlog_dest stderr\nlog_type error\nlog_type warning\n"
             )
             self._log = open(self.workdir / "mosquitto.log", "ab")
             self._proc = subprocess.Popen([binary, "-c", str(conf)], stdout=self._log, stderr=subprocess.STDOUT)

@@ -13,6 +13,7 @@ from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from flask import Blueprint, Response, abort, current_app, jsonify, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from sqlalchemy import func, select, true
 
 from controller.db import get_db
@@ -137,15 +138,15 @@ def cluster_page(rx_id: str):
 
     charts = {
         "beats": health.line_chart([("Số nhịp", "#2b9348", [(h["bucket_ms"], h["beats"]) for h in hist])], since, now,
-                                   label="Nhịp tim mỗi 15 phút", fmt_x=fmt_x, y_min=0, y_max=30),
+                                   label=_("Nhịp tim mỗi 15 phút"), fmt_x=fmt_x, y_min=0, y_max=30),
         "offset": health.line_chart([("Trung bình", "#3a86ff", pts("offset_avg"))], since, now, unit=" ms",
-                                    label="Lệch đồng hồ (ms)", fmt_x=fmt_x,
+                                    label=_("Lệch đồng hồ (ms)"), fmt_x=fmt_x,
                                     band=[(h["bucket_ms"], h["offset_min"], h["offset_max"]) for h in hist]),
         "signal": health.line_chart([("Trung bình", "#8338ec", pts("signal_avg"))], since, now, unit="",
-                                    label="Sóng 4G (dBm)", fmt_x=fmt_x,
+                                    label=_("Sóng 4G (dBm)"), fmt_x=fmt_x,
                                     band=[(h["bucket_ms"], h["signal_min"], h["signal_max"]) for h in hist]),
         "temp": health.line_chart([("Cao nhất", "#e63946", pts("temp_max")), ("Trung bình", "#f4a261",
-                                   pts("temp_avg"))], since, now, unit="°", label="Nhiệt độ (°C)", fmt_x=fmt_x),
+                                   pts("temp_avg"))], since, now, unit="°", label=_("Nhiệt độ (°C)"), fmt_x=fmt_x),
     }
     hb = None
     if rx.last_hb:
@@ -158,10 +159,10 @@ def cluster_page(rx_id: str):
                         .outerjoin(User, User.id == FaultAck.acked_by).where(Fault.rx_id == rx.id)
                         .order_by(Fault.raised_ms.desc()).limit(50)).all()
     evs = db.scalars(select(Event).where(Event.rx_id == rx.id).order_by(Event.ts_ms.desc()).limit(50)).all()
-    open_faults = any(f.cleared_ms is None for f, _, _ in faults)
+    open_faults = any(f.cleared_ms is None for f, *_rest in faults)
     status = health.status_of(is_online(rx, now), open_faults)
     reports.refresh(db)
-    asrun, _ = reports.problem_rows(db, {rx.area_id}, now - 7 * 86_400_000, now, per_page=20,
+    asrun, _total = reports.problem_rows(db, {rx.area_id}, now - 7 * 86_400_000, now, per_page=20,
                                     outcomes=reports.OUTCOMES, rx_id=rx.id)
     return render_template("cluster.html", principal=principal, rx=rx, status=status, fields=fields, hb=hb,
                            charts=charts, span_key=span_key, faults=faults, events=evs, event_vi=EVENT_VI,
@@ -186,7 +187,7 @@ def cluster_command(rx_id: str):
     rx = _receiver_or_404(principal, rx_id)
     back = url_for("status.cluster_page", rx_id=rx.id)
     if not principal.at_least("operator"):
-        return redirect(back + "?" + urlencode({"msg": "Bạn không có quyền gửi lệnh tới cụm loa."}))
+        return redirect(back + "?" + urlencode({"msg": _("Bạn không có quyền gửi lệnh tới cụm loa.")}))
     action = request.form.get("action")
     args: dict = {}
     if action == "volume":
@@ -195,18 +196,19 @@ def cluster_command(rx_id: str):
         except ValueError:
             volume = -1
         if not 0 <= volume <= 100:
-            return redirect(back + "?" + urlencode({"msg": "Âm lượng phải từ 0 đến 100."}))
+            return redirect(back + "?" + urlencode({"msg": _("Âm lượng phải từ 0 đến 100.")}))
         args = {"volume": volume}
     elif action != "resync":
-        return redirect(back + "?" + urlencode({"msg": "Lệnh không hợp lệ."}))
+        return redirect(back + "?" + urlencode({"msg": _("Lệnh không hợp lệ.")}))
     svc = services()
     if svc is None or svc.link is None:
-        return redirect(back + "?" + urlencode({"msg": "Bộ điều khiển chưa kết nối tới máy chủ MQTT; lệnh chưa gửi."}))
+        message = _("Bộ điều khiển chưa kết nối tới máy chủ MQTT; lệnh chưa gửi.")
+        return redirect(back + "?" + urlencode({"msg": message}))
     from controller.services import commands
 
     commands.send(svc._publish, svc.key, topics.rx_scope(rx.id), action, args)
     logger.info("user=%s sent %s %s to rx=%s", principal.username, action, args, rx.id)
-    done = "Đã gửi lệnh chỉnh âm lượng." if action == "volume" else "Đã gửi lệnh đồng bộ lại lịch phát."
+    done = _("Đã gửi lệnh chỉnh âm lượng.") if action == "volume" else _("Đã gửi lệnh đồng bộ lại lịch phát.")
     return redirect(back + "?" + urlencode({"msg": done}))
 
 
@@ -249,7 +251,7 @@ def faults_page():
     step = 3600_000 if days == 7 else 6 * 3600_000
     share = health.working_share(db, visible, since - since % step, now, step)
     chart = health.share_chart(share, since - since % step, now, lambda ms: local_time(ms, "%d/%m"),
-                               "Tỉ lệ cụm loa hoạt động")
+                               _("Tỉ lệ cụm loa hoạt động"))
     stats = health.fault_stats(db, visible, since)
     names = {a.id: a.name for a in area_list}
     return render_template("faults.html", principal=principal, rows=rows, total=total, page=page, pages=pages,
@@ -274,13 +276,13 @@ def ack_fault(fault_id: int):
         back = url_for("status.faults_page")
     sep = "&" if "?" in back else "?"
     if not principal.at_least("operator"):
-        return redirect(back + sep + urlencode({"msg": "Bạn không có quyền tiếp nhận sự cố."}))
+        return redirect(back + sep + urlencode({"msg": _("Bạn không có quyền tiếp nhận sự cố.")}))
     if db.get(FaultAck, fault.id) is None:
         db.add(FaultAck(fault_id=fault.id, acked_by=principal.id, acked_ms=now_ms(),
                         note=(request.form.get("note") or "")[:500] or None))
         db.commit()
         logger.info("user=%s acknowledged fault %s (%s) on rx=%s", principal.username, fault.id, fault.code, rx.id)
-    return redirect(back + sep + urlencode({"msg": "Đã tiếp nhận sự cố."}))
+    return redirect(back + sep + urlencode({"msg": _("Đã tiếp nhận sự cố.")}))
 
 
 # ----------------------------------------------------------------- reports
@@ -293,20 +295,21 @@ def _report_range() -> tuple[date, date, str | None]:
     last = _parse_day(request.args.get("to"))
     error = None
     if request.args.get("from") and first is None or request.args.get("to") and last is None:
-        error = "Ngày không hợp lệ; hãy nhập theo dạng dd/mm/yyyy."
+        error = _("Ngày không hợp lệ; hãy nhập theo dạng dd/mm/yyyy.")
     last = last or today
     first = first or last - timedelta(days=6)
     if first > last:
-        first, last, error = last, first, "Ngày bắt đầu sau ngày kết thúc; đã đổi chỗ hai ngày."
+        first, last, error = last, first, _("Ngày bắt đầu sau ngày kết thúc; đã đổi chỗ hai ngày.")
     if (last - first).days > 366:
-        first, error = last - timedelta(days=366), "Báo cáo tối đa một năm; đã rút ngắn khoảng thời gian."
+        first, error = last - timedelta(days=366), _("Báo cáo tối đa một năm; đã rút ngắn khoảng thời gian.")
     return first, last, error
 
 
-@bp.get("/reports")
-def reports_page():
-    """As-run report: outcomes, broadcast hours per area and period, each occurrence, what went wrong."""
-    principal = login_required()
+def _report_query(principal):
+    """What every report view reads from the query string, with the as-run table brought up to date.
+
+    Returns ``(db, visible, chosen, area_list, tz, first, last, error, since, until, period)``.
+    """
     db = get_db()
     visible, chosen, area_list = _scope(principal)
     tz = _tz()
@@ -314,6 +317,14 @@ def reports_page():
     since, until = reports.day_range(first, last, tz)
     period = request.args.get("period") if request.args.get("period") in ("day", "week", "month") else "day"
     reports.refresh(db)
+    return db, visible, chosen, area_list, tz, first, last, error, since, until, period
+
+
+@bp.get("/reports")
+def reports_page():
+    """As-run report: outcomes, broadcast hours per area and period, each occurrence, what went wrong."""
+    principal = login_required()
+    db, visible, chosen, area_list, tz, first, last, error, since, until, period = _report_query(principal)
     counts = reports.outcome_counts(db, visible, since, until)
     hours = reports.broadcast_hours(db, visible, since, until, tz, period)
     occ = reports.occurrences(db, visible, since, until, limit=100)
@@ -343,13 +354,9 @@ def _hour_bars(hours: dict, names: dict[str, str]) -> list[dict]:
 def reports_csv():
     """The full as-run log of the range as CSV (streamed)."""
     principal = login_required()
-    db = get_db()
-    visible, chosen, _ = _scope(principal)
-    first, last, _ = _report_range()
-    since, until = reports.day_range(first, last, _tz())
-    reports.refresh(db)
+    db, visible, chosen, _areas, tz, first, last, _error, since, until, _period = _report_query(principal)
     name = f"as-run_{(chosen or 'all').replace('/', '-')}_{first:%Y%m%d}-{last:%Y%m%d}.csv"
-    return Response(reports.csv_lines(db, visible, since, until, _tz()), mimetype="text/csv; charset=utf-8",
+    return Response(reports.csv_lines(db, visible, since, until, tz), mimetype="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
@@ -357,14 +364,8 @@ def reports_csv():
 def reports_print():
     """A printable as-run report a district can file: totals, hours per area, every occurrence."""
     principal = login_required()
-    db = get_db()
-    visible, chosen, area_list = _scope(principal)
-    tz = _tz()
-    first, last, _ = _report_range()
-    since, until = reports.day_range(first, last, tz)
-    period = request.args.get("period") if request.args.get("period") in ("day", "week", "month") else "day"
+    db, visible, chosen, area_list, tz, first, last, _error, since, until, period = _report_query(principal)
     names = {a.id: a.name for a in area_list}
-    reports.refresh(db)
     return render_template("report_print.html", principal=principal,
                            counts=reports.outcome_counts(db, visible, since, until),
                            hours=reports.broadcast_hours(db, visible, since, until, tz, period),

@@ -29,7 +29,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from schedules.manifest import ManifestError, MediaRef, _item
+from schedules.manifest import ManifestError, MediaRef, parse_item
 
 ACTIONS = ("emergency", "stop", "volume", "resync")
 TS_TOLERANCE_MS = 5 * 60 * 1000
@@ -123,7 +123,7 @@ def _emergency_item(command: Command) -> Any:
     args = command.args
     try:
         duration = args.get("duration_ms", args["media"]["duration_ms"])
-        return _item(
+        return parse_item(
             {
                 "id": args["id"],
                 "title": args.get("title", ""),

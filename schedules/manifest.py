@@ -107,7 +107,7 @@ class Manifest:
             raw_items = body["items"]
             if not isinstance(raw_items, list) or len(raw_items) > MAX_ITEMS:
                 raise ManifestError(f"items must be a list of at most {MAX_ITEMS}")
-            items = [_item(x) for x in raw_items]
+            items = [parse_item(x) for x in raw_items]
             return cls(
                 scope=str(body["scope"]),
                 version=version,
@@ -144,7 +144,8 @@ def _media(media: dict[str, Any]) -> MediaRef:
     )
 
 
-def _item(raw: dict[str, Any]) -> Item:
+def parse_item(raw: dict[str, Any]) -> Item:
+    """One item of a manifest (or of an emergency command) from its wire dict; raises ManifestError."""
     kind = str(raw.get("kind", "audio"))
     if kind not in ITEM_KINDS:
         raise ManifestError(f"unknown item kind {kind!r}")

@@ -8,7 +8,6 @@ that need a broker fail with a clear message when neither exists.
 from __future__ import annotations
 
 import os
-import subprocess
 import threading
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from controller import create_app, db
-from controller.broker import free_port, mosquitto_binary, wait_for_port
+from controller.broker import EmbeddedBroker, free_port, mosquitto_binary
 
 from helpers import CHROMIUM_ARGS, chromium_path, clear_retained, make_config, seed_district
 
@@ -30,24 +29,17 @@ def mqtt_broker_url(tmp_path_factory) -> str:
     if url:
         yield url
         return
-    binary = mosquitto_binary()
-    if binary is None:
+    if mosquitto_binary() is None:
         pytest.fail("no MQTT broker: install mosquitto (apt install mosquitto) or set LOAXA_TEST_MQTT_URL")
-    workdir = tmp_path_factory.mktemp("mosquitto")
-    port = free_port()
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                    "max_queued_messages 100000\nlog_dest stderr\n")
-    log = open(workdir / "mosquitto.log", "wb")
-    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
+    broker = EmbeddedBroker(tmp_path_factory.mktemp("mosquitto"))
     try:
-        if not wait_for_port(port, 10):
-            pytest.fail(f"mosquitto did not start; see {workdir / 'mosquitto.log'}")
-        yield f"mqtt://127.0.0.1:{port}"
+        broker.start()  # the same launcher the controller uses when no broker is configured
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    try:
+        yield broker.url
     finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
+        broker.stop()
 
 
 @pytest.fixture

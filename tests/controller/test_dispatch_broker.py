@@ -16,6 +16,7 @@ from controller import auth, create_app, db
 from controller.db import session_scope
 from controller.models import Bulletin, Event, Fault, Media, ProgrammeItem, Publication, Receiver
 from controller.mqtt import parse_url
+from controller.services.telemetry import Telemetry
 from schedules import events, signing, topics
 from schedules.events import now_ms
 
@@ -199,7 +200,16 @@ def test_scheduler_jobs_live_in_the_database(live, tmp_path, mqtt_url):
         again.extensions["loaxa.engine"].dispose()
 
 
-def test_housekeeping_job_runs(live):
+def test_housekeeping_job_folds_events_into_the_as_run_table(live):
+    from controller.models import AsRunRecord
     from controller.runtime import housekeeping
 
-    housekeeping(live.extensions["loaxa.services"].key_id)  # folds events into as-run, prunes history: no error
+    ev = events.make_event("phu-1", events.PLAYBACK_FINISHED, item_id="pi-1.20261123.0.qd/phu", scope="area/qd/phu",
+                           planned_start_ms=now_ms() - 60_000, played_ms=5000, planned_duration_ms=5000)
+    Telemetry(live).handle(topics.rx_events("phu-1"), events.encode(ev))
+    with session_scope(live) as s:
+        assert s.query(AsRunRecord).count() == 0
+    housekeeping(live.extensions["loaxa.services"].key_id)
+    with session_scope(live) as s:
+        row = s.query(AsRunRecord).one()
+        assert (row.occurrence_id, row.rx_id) == ("pi-1.20261123.0.qd/phu", "phu-1")

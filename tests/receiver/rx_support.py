@@ -7,7 +7,6 @@ without clashing with other packages' conftest files.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
 import socket
@@ -25,6 +24,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from controller.broker import mosquitto_binary  # noqa: F401  (re-exported for the receiver tests)
 from schedules import signing
 from schedules.conf import ReceiverConf
 from schedules.manifest import Item, Manifest, MediaRef
@@ -218,16 +218,6 @@ class Broker:
     url: str
     host: str
     port: int
-
-
-def mosquitto_binary() -> str | None:
-    found = shutil.which("mosquitto")
-    if found:
-        return found
-    for candidate in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"):
-        if os.access(candidate, os.X_OK):
-            return candidate
-    return None
 
 
 def port_open(host: str, port: int) -> bool:

@@ -17,7 +17,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from controller.broker import wait_for_port
+from controller.broker import EmbeddedBroker
 from controller.db import session_scope
 from controller.models import Event, Receiver
 from controller.services.telemetry import Telemetry
@@ -27,7 +27,6 @@ from rx_support import (
     Media,
     MediaServer,
     content_bytes,
-    free_port,
     make_item,
     mosquitto_binary,
     now_ms,
@@ -41,33 +40,11 @@ from rx_support import (
 REPO = Path(__file__).resolve().parents[2]
 
 
-class _Broker:
-    """A Mosquitto of this test alone (persistent, so queued messages survive its restart)."""
-
-    def __init__(self, workdir: Path) -> None:
-        binary = mosquitto_binary()
-        if binary is None:
-            pytest.skip("mosquitto is not installed")
-        self.binary = binary
-        self.port = free_port()
-        workdir.chmod(0o777)  # mosquitto may drop to its own user to write its database
-        self.conf = workdir / "mosquitto.conf"
-        self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-            f"persistence_location {workdir}/\nautosave_interval 1\n"
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        assert wait_for_port(self.port, 10)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
+def _persistent_broker(workdir: Path) -> EmbeddedBroker:
+    """A Mosquitto of this test alone, persistent so queued messages survive its restart."""
+    if mosquitto_binary() is None:
+        pytest.skip("mosquitto is not installed")
+    return EmbeddedBroker(workdir, persistent=True)
 
 
 class _Ingest:
@@ -105,7 +82,7 @@ def test_offline_session_plays_from_cache_and_reports_after(
     with session_scope(app) as db:
         db.add(Receiver(id=rx, area_id="qd/phu", name=rx, token_hash=unique("h"), created_ms=0))
     media_server.add(sine_mp3)
-    broker = _Broker(tmp_path)
+    broker = _persistent_broker(tmp_path)
     broker.start()
     ingest = _Ingest(broker.port, Telemetry(app))
     proc: subprocess.Popen[bytes] | None = None
