@@ -9,6 +9,7 @@ receivers re-subscribe on every connect and rely on retained manifests).
 from __future__ import annotations
 
 import asyncio
+import getpass
 import logging
 import os
 import shutil
@@ -86,8 +87,10 @@ class EmbeddedBroker:
             self.port = self.port if restart else free_port()
             persistence = "persistence false\n"
             if self.persistent:
-                self.workdir.chmod(0o777)  # mosquitto may drop to its own user to write its database
-                persistence = f"persistence true\npersistence_location {self.workdir}/\nautosave_interval 1\n"
+                # Started as root, mosquitto drops to its own user, which cannot reach a private temp
+                # directory to save its database: stay the user we are.
+                persistence = (f"user {getpass.getuser()}\npersistence true\n"
+                               f"persistence_location {self.workdir}/\nautosave_interval 1\n")
             conf = self.workdir / "mosquitto.conf"
             conf.write_text(
                 f"listener {self.port} 127.0.0.1\nallow_anonymous true\n{persistence}"
