@@ -184,7 +184,7 @@ def receiver_from_bearer() -> Receiver | None:
         return None
     digest = token_hash(header[7:].strip())
     rx = get_db().scalars(select(Receiver).where(Receiver.token_hash == digest)).first()
-    if rx is None or not hmac.compare_digest(rx.token_hash, digest):
+    if rx is None or rx.retired_ms is not None or not hmac.compare_digest(rx.token_hash, digest):
         return None
     return rx
 

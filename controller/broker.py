@@ -13,6 +13,7 @@ import getpass
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -53,9 +54,13 @@ def wait_for_port(port: int, timeout: float = 10.0) -> bool:
 class EmbeddedBroker:
     """A loopback broker owned by this process; ``url`` is where it listens."""
 
-    def __init__(self, workdir: Path | None = None, *, persistent: bool = False):
+    def __init__(self, workdir: Path | None = None, *, persistent: bool = False,
+                 password_file: Path | None = None, acl_file: Path | None = None):
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="loaxa-broker-"))
         self.persistent = persistent  # keep retained messages and sessions across a stop/start
+        # Mosquitto only: logins from this file (re-read on reload()), topics limited by the ACL file.
+        self.password_file = password_file
+        self.acl_file = acl_file
         self.port = 0
         self.kind = ""
         self._proc: subprocess.Popen[bytes] | None = None
@@ -85,15 +90,21 @@ class EmbeddedBroker:
         restart = self.port != 0
         for _ in range(1 if restart else 5):
             self.port = self.port if restart else free_port()
-            persistence = "persistence false\n"
-            if self.persistent:
-                # Started as root, mosquitto drops to its own user, which cannot reach a private temp
-                # directory to save its database: stay the user we are.
-                persistence = (f"user {getpass.getuser()}\npersistence true\n"
-                               f"persistence_location {self.workdir}/\nautosave_interval 1\n")
+            # Started as root, mosquitto drops to its own user, which cannot reach a private temp
+            # directory to save its database or read a password file there: stay the user we are.
+            settings = f"user {getpass.getuser()}\n" if self.persistent or self.password_file else ""
+            settings += "persistence false\n" if not self.persistent else (
+                f"persistence true\npersistence_location {self.workdir}/\nautosave_interval 1\n")
+            if self.password_file:
+                Path(self.password_file).touch(exist_ok=True)
+                settings += f"allow_anonymous false\npassword_file {self.password_file}\n"
+                if self.acl_file:
+                    settings += f"acl_file {self.acl_file}\n"
+            else:
+                settings += "allow_anonymous true\n"
             conf = self.workdir / "mosquitto.conf"
             conf.write_text(
-                f"listener {self.port} 127.0.0.1\nallow_anonymous true\n{persistence}"
+                f"listener {self.port} 127.0.0.1\n{settings}"
                 "max_queued_messages 100000\nlog_dest stderr\nlog_type error\nlog_type warning\n"
             )
             self._log = open(self.workdir / "mosquitto.log", "ab")
@@ -104,7 +115,15 @@ class EmbeddedBroker:
             self.stop()
         raise RuntimeError(f"mosquitto ({binary}) did not start; see {self.workdir / 'mosquitto.log'}")
 
+    def reload(self) -> None:
+        """Make Mosquitto re-read its password and ACL files (SIGHUP)."""
+        if self._proc is None:
+            raise RuntimeError("only a running Mosquitto can reload")
+        self._proc.send_signal(signal.SIGHUP)
+
     def _start_amqtt(self) -> None:
+        if self.password_file:
+            raise RuntimeError("logins need Mosquitto; amqtt here runs anonymous")
         from amqtt.broker import Broker  # imported here: only needed without Mosquitto
 
         self.port = free_port()

@@ -185,37 +185,39 @@ def keys() -> None:
 def provision(rx_id: str, area: str, name: str | None, mqtt_url: str, out: Path | None, bundle: Path | None,
               ca_file: Path | None, state_dir: str, sink: str) -> None:
     """Register a receiver (or re-issue its token) and write its config file or provisioning bundle."""
-    from controller import auth
     from controller import keys as keys_mod
     from controller.db import session_scope
     from controller.models import Area, Receiver
-    from controller.services.provisioning import write_bundle, write_receiver_config
+    from controller.services.provisioning import RX_ID, issue_credentials, write_bundle, write_receiver_config
     from schedules.events import now_ms
 
     if out is None and bundle is None:
         raise click.UsageError("give --out or --bundle")
+    if not RX_ID.match(rx_id):
+        raise click.UsageError("the receiver id is 2-63 lower-case letters, digits or dashes")
     app = _app()
-    token = auth.new_token()
     with session_scope(app) as db:
         if db.get(Area, area) is None:
             raise click.UsageError(f"no area {area!r}")
         rx = db.get(Receiver, rx_id)
         if rx is None:
-            db.add(Receiver(id=rx_id, area_id=area, name=name or rx_id, token_hash=auth.token_hash(token),
-                            created_ms=now_ms()))
-        else:
-            rx.area_id, rx.token_hash = area, auth.token_hash(token)
+            rx = Receiver(id=rx_id, area_id=area, name=name or rx_id, token_hash="-" + rx_id, created_ms=now_ms())
+            db.add(rx)
+        rx.area_id, rx.retired_ms = area, None
+        token, password = issue_credentials(app, db, rx)
     public = keys_mod.public_text(app.extensions["loaxa.services"].key)
+    common = {"rx_id": rx_id, "mqtt_url": mqtt_url, "public_key": public, "media_base_url": app.config["PUBLIC_URL"],
+              "token": token, "state_dir": state_dir, "sink": sink}
     if bundle is not None:
-        written = write_bundle(bundle, rx_id=rx_id, mqtt_url=mqtt_url, public_key=public,
-                               media_base_url=app.config["PUBLIC_URL"], token=token, state_dir=state_dir,
-                               sink=sink, ca_file=ca_file)
+        written = write_bundle(bundle, mqtt_password=password, ca_file=ca_file, **common)
         click.echo(f"receiver {rx_id} provisioned; bundle written to {bundle} ({', '.join(sorted(written))})")
-        click.echo(f"add its broker login with: mosquitto_passwd -b <passwd file> {rx_id} "
-                   f"\"$(cut -d: -f2- {bundle / 'mqtt-credentials'})\"")
+        if app.config.get("MQTT_PASSWORD_FILE"):
+            click.echo(f"its broker login is in {app.config['MQTT_PASSWORD_FILE']}")
+        else:
+            click.echo(f"add its broker login with: mosquitto_passwd -b <passwd file> {rx_id} "
+                       f"\"$(cut -d: -f2- {bundle / 'mqtt-credentials'})\"")
         if out is None:
             return
     assert out is not None
-    write_receiver_config(out, rx_id=rx_id, mqtt_url=mqtt_url, public_key=public,
-                          media_base_url=app.config["PUBLIC_URL"], token=token, state_dir=state_dir, sink=sink)
+    write_receiver_config(out, **common)
     click.echo(f"receiver {rx_id} provisioned; config written to {out}")

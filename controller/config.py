@@ -19,6 +19,10 @@ DEFAULTS: dict[str, Any] = {
     "SIGNING_KEY_FILE": None,  # default: <VAR_DIR>/keys/signing.pem
     "MQTT_URL": None,  # default: an embedded broker on a free port
     "MQTT_CLIENT_ID": "loaxa-controller",
+    "RECEIVER_MQTT_URL": None,  # broker URL written into provisioning bundles; default: the controller's own
+    "RECEIVER_CA_FILE": None,  # the broker's CA certificate, copied into bundles for mqtts:// URLs
+    "MQTT_PASSWORD_FILE": None,  # Mosquitto password file the controller keeps: one login per receiver
+    "MQTT_RELOAD_COMMAND": None,  # run after that file changes, e.g. "systemctl reload mosquitto"
     "HTTP_HOST": "127.0.0.1",
     "HTTP_PORT": 8080,
     "PUBLIC_URL": None,  # base URL receivers download media from

@@ -40,6 +40,9 @@ class Receiver(Base):
     last_seen_ms: Mapped[int | None] = mapped_column(BigInteger)
     last_hb: Mapped[str | None] = mapped_column(Text)
     created_ms: Mapped[int] = mapped_column(BigInteger)
+    # Set when the box is taken out of service: its token and broker login stop working, it leaves
+    # the dashboards and the missed-play check, and its history stays for the as-run reports.
+    retired_ms: Mapped[int | None] = mapped_column(BigInteger)
     area: Mapped[Area] = relationship()
 
 

@@ -17,6 +17,7 @@ def _q(name: str, schema: dict, description: str = "") -> dict:
     return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
 
 
+_RX_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
 _AREA_Q = _q("area", {"type": "string"}, "an area id in the caller's scope (404 otherwise)")
 _STATUS_PATHS = {  # health dashboard, faults, as-run reports (controller/api/status.py)
     "/api/v1/clusters": {"get": _op("cluster table: status, last seen, clock offset, signal, version, volume", {
@@ -112,10 +113,35 @@ OPENAPI = {
                                    "start_ms": {"type": "integer"},
                                    "priority": {"enum": ["normal", "priority", "emergency"]}}}}}}),
         },
-        "/api/v1/receivers": {"get": _op("receivers the caller may see", {"200": {"description": "receivers"}})},
-        "/api/v1/receivers/{id}": {"get": _op("one receiver: status, heartbeat, events, what it played", {
-            "200": {"description": "receiver"}, "404": {"description": "unknown or out of scope"}},
-            parameters=[{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}])},
+        "/api/v1/receivers": {
+            "get": _op("receivers the caller may see (in service; ?retired=1 adds the retired)",
+                       {"200": {"description": "receivers"}}, parameters=[_q("retired", {"enum": ["1"]})]),
+            "post": _op("register a receiver box in an area the caller manages (managers)", {
+                "201": {"description": "receiver"}, "400": {"description": "bad id, name or coordinates"},
+                "404": {"description": "area unknown or out of scope"}, "409": {"description": "id taken"}},
+                requestBody={"content": {"application/json": {"schema": {
+                    "type": "object", "required": ["id", "area"],
+                    "properties": {"id": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{1,62}$"},
+                                   "area": {"type": "string"}, "name": {"type": "string"},
+                                   "lat": {"type": "number"}, "lon": {"type": "number"}}}}}}),
+        },
+        "/api/v1/receivers/{id}": {
+            "get": _op("one receiver: status, heartbeat, events, what it played", {
+                "200": {"description": "receiver"}, "404": {"description": "unknown or out of scope"}},
+                parameters=[_RX_ID]),
+            "patch": _op("rename, place (lat, lon) or move a receiver to another area (managers)", {
+                "200": {"description": "receiver"}, "400": {"description": "bad field"},
+                "404": {"description": "unknown or out of scope"}}, parameters=[_RX_ID]),
+        },
+        "/api/v1/receivers/{id}/bundle": {"post": _op(
+            "new credentials and the provisioning bundle (.tar.gz for deploy/install-receiver.sh); the old ones stop",
+            {"200": {"description": "the bundle", "content": {"application/gzip": {}}},
+             "404": {"description": "unknown or out of scope"}, "409": {"description": "retired"}},
+            parameters=[_RX_ID])},
+        "/api/v1/receivers/{id}/retire": {"post": _op(
+            "take a receiver out of service: token and broker login revoked, history kept (managers)",
+            {"200": {"description": "receiver"}, "404": {"description": "unknown or out of scope"},
+             "409": {"description": "already retired"}}, parameters=[_RX_ID])},
         **_STATUS_PATHS,
     },
 }

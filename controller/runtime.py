@@ -32,7 +32,7 @@ class Services:
         self.app = app
         self.key = keys.load_or_create(app.config["SIGNING_KEY_FILE"])
         self.catalogue = Catalogue(app)
-        self.dispatcher = Dispatcher(app, self.key, self._publish)
+        self.dispatcher = Dispatcher(app, self.key, self.publish)
         self.telemetry = Telemetry(app)
         self.broker: EmbeddedBroker | None = None
         self.link: ControllerLink | None = None
@@ -41,7 +41,8 @@ class Services:
         self.key_id = app.config["SIGNING_KEY_FILE"]
         self.mqtt_url: str | None = app.config.get("MQTT_URL")
 
-    def _publish(self, topic: str, payload: bytes, retain: bool) -> None:
+    def publish(self, topic: str, payload: bytes, retain: bool) -> None:
+        """Send one message at QoS 1 on the controller's broker link (dropped, logged, when there is none)."""
         if self.link is None:
             logger.debug("no broker link; %s not sent", topic)
             return

@@ -17,6 +17,7 @@ from controller.db import get_db
 from controller.models import ROLES, Area, Event, ProgrammeItem, Receiver
 from controller.runtime import services
 from controller.services import areas
+from controller.services.health import in_fleet
 from controller.services.programme import (
     ApprovalRefused,
     can_approve,
@@ -93,11 +94,11 @@ def overview():
     fresh = now - STALE_MS
     online_q = (Receiver.online.is_(True)) & (Receiver.last_seen_ms > fresh)
     counts = db.execute(select(Receiver.area_id, func.count(), func.sum(case((online_q, 1), else_=0)))
-                        .where(Receiver.area_id.in_(visible)).group_by(Receiver.area_id)).all()
+                        .where(in_fleet(visible)).group_by(Receiver.area_id)).all()
     total = sum(c for _, c, _ in counts)
     online = sum(int(o or 0) for _, _, o in counts)
     # Only the clusters that need a look: offline ones, at most 50 (the full table is on /clusters).
-    receivers = db.scalars(select(Receiver).where(Receiver.area_id.in_(visible), ~online_q)
+    receivers = db.scalars(select(Receiver).where(in_fleet(visible), ~online_q)
                            .order_by(Receiver.last_seen_ms.desc().nulls_last(), Receiver.id).limit(50)).all()
     # What plays from 12 hours ago to 36 hours ahead, occurrence by occurrence.
     programme, nodes = load_programme(db)
@@ -264,7 +265,8 @@ def admin_page():
     db = get_db()
     visible = areas.subtree_ids(db, principal.area_id)
     area_list = db.scalars(select(Area).where(Area.id.in_(visible)).order_by(Area.id)).all()
-    counts = dict(db.execute(select(Receiver.area_id, func.count()).group_by(Receiver.area_id)).all())
+    counts = dict(db.execute(select(Receiver.area_id, func.count()).where(in_fleet(visible))
+                             .group_by(Receiver.area_id)).all())
     children: dict[str | None, list[Area]] = {}
     for a in area_list:
         parent = a.parent_id if a.parent_id in visible else None

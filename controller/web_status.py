@@ -206,7 +206,7 @@ def cluster_command(rx_id: str):
         return redirect(back + "?" + urlencode({"msg": message}))
     from controller.services import commands
 
-    commands.send(svc._publish, svc.key, topics.rx_scope(rx.id), action, args)
+    commands.send(svc.publish, svc.key, topics.rx_scope(rx.id), action, args)
     logger.info("user=%s sent %s %s to rx=%s", principal.username, action, args, rx.id)
     done = _("Đã gửi lệnh chỉnh âm lượng.") if action == "volume" else _("Đã gửi lệnh đồng bộ lại lịch phát.")
     return redirect(back + "?" + urlencode({"msg": done}))

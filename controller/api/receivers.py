@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from flask import jsonify
+from flask import jsonify, request
 from sqlalchemy import select
 
 from controller.api import bp, require
@@ -17,7 +17,7 @@ from controller.services import areas
 def receiver_json(rx: Receiver, detail: bool = False) -> dict:
     """API view of a receiver; ``detail`` adds the last heartbeat and recent events."""
     out = {"id": rx.id, "name": rx.name, "area": rx.area_id, "online": rx.online,
-           "last_seen_ms": rx.last_seen_ms, "lat": rx.lat, "lon": rx.lon}
+           "last_seen_ms": rx.last_seen_ms, "lat": rx.lat, "lon": rx.lon, "retired_ms": rx.retired_ms}
     if detail:
         db = get_db()
         out["heartbeat"] = json.loads(rx.last_hb) if rx.last_hb else None
@@ -34,10 +34,13 @@ def receiver_json(rx: Receiver, detail: bool = False) -> dict:
 @bp.get("/receivers")
 @require("viewer")
 def list_receivers(principal):
-    """Receivers of the visible areas."""
+    """Receivers of the visible areas in service (``?retired=1`` adds the retired ones)."""
     db = get_db()
     visible = areas.subtree_ids(db, principal.area_id)
-    rows = db.scalars(select(Receiver).where(Receiver.area_id.in_(visible)).order_by(Receiver.id))
+    query = select(Receiver).where(Receiver.area_id.in_(visible)).order_by(Receiver.id)
+    if request.args.get("retired") != "1":
+        query = query.where(Receiver.retired_ms.is_(None))
+    rows = db.scalars(query)
     return jsonify({"receivers": [receiver_json(r) for r in rows]})
 
 

@@ -23,7 +23,7 @@ def due_plays(db: Session, since_ms: int, until_ms: int, tz: str) -> list[tuple[
     """``(occurrence_id, planned_start_ms, rx_id)`` for every play that ended in ``[since, until)``."""
     programme, nodes = load_programme(db)
     result = plan(programme, nodes, since_ms, tz_name=tz, window_ms=until_ms - since_ms)
-    receivers = db.scalars(select(Receiver)).all()
+    receivers = db.scalars(select(Receiver).where(Receiver.retired_ms.is_(None))).all()
     members: dict[str, list[str]] = {}
     for node in nodes:
         subtree = areas.subtree_ids(db, node.id)

@@ -61,7 +61,7 @@ class Dispatcher:
         out: list[tuple[str, bytes]] = []
         with self._lock:
             with session_scope(self.app) as db:
-                for rx in db.scalars(select(Receiver)):
+                for rx in db.scalars(select(Receiver).where(Receiver.retired_ms.is_(None))):
                     self.receiver_conf(db, rx, out)
                 self.plan_manifests(db, now, out)
             self._send(out)
@@ -82,7 +82,7 @@ class Dispatcher:
         with self._lock:
             with session_scope(self.app) as db:
                 rx = db.get(Receiver, rx_id)
-                if rx is not None:
+                if rx is not None and rx.retired_ms is None:
                     self.receiver_conf(db, rx, out)
             self._send(out)
         return len(out)

@@ -141,6 +141,11 @@ def history(db: Session, rx_id: str, since_ms: int, until_ms: int) -> list[dict[
 # ----------------------------------------------------------------- status
 
 
+def in_fleet(visible: set[str]):
+    """SQL: the receiver is in one of the ``visible`` areas and in service (not retired)."""
+    return and_(Receiver.area_id.in_(visible), Receiver.retired_ms.is_(None))
+
+
 def online_clause(now: int):
     """SQL: the receiver is online and was heard from within three heartbeats."""
     return and_(Receiver.online.is_(True), Receiver.last_seen_ms >= now - STALE_MS)
@@ -179,7 +184,7 @@ def clusters(db: Session, visible: set[str], now: int, *, status: str | None = N
     faulty = open_fault_clause()
     query = select(Receiver.id, Receiver.name, Receiver.area_id, Receiver.last_seen_ms, Receiver.lat,
                    Receiver.lon, online.label("on"), faulty.label("faulty"),
-                   Receiver.last_hb).where(Receiver.area_id.in_(visible))
+                   Receiver.last_hb).where(in_fleet(visible))
     if status == "offline":
         query = query.where(~online)
     elif status == "fault":
@@ -245,10 +250,10 @@ def summary(db: Session, visible: set[str], now: int) -> dict[str, int]:
     """How many clusters in ``visible`` are ok, faulty, offline, and in all."""
     online = online_clause(now)
     faulty = open_fault_clause()
-    total = db.scalar(select(func.count()).select_from(Receiver).where(Receiver.area_id.in_(visible))) or 0
-    ok = db.scalar(select(func.count()).select_from(Receiver).where(Receiver.area_id.in_(visible), online,
+    total = db.scalar(select(func.count()).select_from(Receiver).where(in_fleet(visible))) or 0
+    ok = db.scalar(select(func.count()).select_from(Receiver).where(in_fleet(visible), online,
                                                                    ~faulty)) or 0
-    fault = db.scalar(select(func.count()).select_from(Receiver).where(Receiver.area_id.in_(visible), online,
+    fault = db.scalar(select(func.count()).select_from(Receiver).where(in_fleet(visible), online,
                                                                       faulty)) or 0
     return {"total": total, "ok": ok, "fault": fault, "offline": total - ok - fault}
 
@@ -259,7 +264,7 @@ def per_area(db: Session, visible: set[str], now: int) -> dict[str, dict[str, in
     faulty = open_fault_clause()
     out: dict[str, dict[str, int]] = {}
     for area_id, on, bad, n in db.execute(
-            select(Receiver.area_id, online, faulty, func.count()).where(Receiver.area_id.in_(visible))
+            select(Receiver.area_id, online, faulty, func.count()).where(in_fleet(visible))
             .group_by(Receiver.area_id, online, faulty)):
         counts = out.setdefault(area_id, {"total": 0, "ok": 0, "fault": 0, "offline": 0})
         counts[status_of(bool(on), bool(bad))] += n
@@ -272,7 +277,7 @@ def map_points(db: Session, visible: set[str], now: int) -> list[dict[str, Any]]
     online = online_clause(now)
     faulty = open_fault_clause()
     rows = db.execute(select(Receiver.id, Receiver.name, Receiver.lat, Receiver.lon, online, faulty)
-                      .where(Receiver.area_id.in_(visible), Receiver.lat.is_not(None),
+                      .where(in_fleet(visible), Receiver.lat.is_not(None),
                              Receiver.lon.is_not(None))).all()
     return [{"id": r[0], "name": r[1], "lat": r[2], "lon": r[3], "status": status_of(bool(r[4]), bool(r[5]))}
             for r in rows]
@@ -286,7 +291,7 @@ def working_share(db: Session, visible: set[str], since_ms: int, until_ms: int,
     area as beats arrive, so this never scans the heartbeat history); a step is the mean of its
     buckets over today's number of receivers.
     """
-    total = db.scalar(select(func.count()).select_from(Receiver).where(Receiver.area_id.in_(visible))) or 0
+    total = db.scalar(select(func.count()).select_from(Receiver).where(in_fleet(visible))) or 0
     if total == 0:
         return []
     rows = db.execute(select(AreaActivity.bucket_ms, func.sum(AreaActivity.working))
@@ -327,7 +332,7 @@ def fault_state(fault: Fault, ack: FaultAck | None) -> str:
 
 def fault_stats(db: Session, visible: set[str], since_ms: int) -> dict[str, Any]:
     """Open / acknowledged counts and the mean time to repair of faults cleared since ``since_ms``."""
-    in_area = select(Receiver.id).where(Receiver.area_id.in_(visible))
+    in_area = select(Receiver.id).where(in_fleet(visible))
     open_total = db.scalar(select(func.count()).select_from(Fault).where(
         Fault.rx_id.in_(in_area), Fault.cleared_ms.is_(None))) or 0
     acked = db.scalar(select(func.count()).select_from(Fault).join(FaultAck, FaultAck.fault_id == Fault.id)

@@ -1,7 +1,7 @@
 """Receiver provisioning: the config file a receiver box runs with, or a whole bundle for the installer.
 
-A bundle (``loaxa-controller provision RX --bundle DIR``) is what
-``deploy/install-receiver.sh`` takes::
+A bundle (``loaxa-controller provision RX --bundle DIR``, or the .tar.gz the
+Administration page downloads) is what ``deploy/install-receiver.sh`` takes::
 
     DIR/receiver.toml      config (mode 0600): ids, broker URL, MQTT login, token, key, CA path
     DIR/controller.pub     the controller's Ed25519 public key (base64), also inside the config
@@ -11,10 +11,25 @@ A bundle (``loaxa-controller provision RX --bundle DIR``) is what
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import secrets
 import shutil
+import tarfile
+import tempfile
 from pathlib import Path
+
+from flask import Flask
+from sqlalchemy.orm import Session
+
+from controller import auth
+from controller.models import Receiver
+from controller.services.brokerauth import PasswordFile, reload_broker
+from schedules.events import now_ms
+
+# A receiver id is its MQTT username and part of its topics: no '/', '+', '#' or spaces.
+RX_ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 
 
 def _write_private(path: Path, text: str) -> Path:
@@ -37,11 +52,11 @@ def write_receiver_config(path: Path, *, rx_id: str, mqtt_url: str, public_key: 
 
 
 def write_bundle(directory: Path, *, rx_id: str, mqtt_url: str, public_key: str, media_base_url: str, token: str,
-                 state_dir: str | Path, sink: str, ca_file: Path | None = None) -> list[str]:
+                 mqtt_password: str, state_dir: str | Path, sink: str, ca_file: Path | None = None) -> list[str]:
     """Write a provisioning bundle (see the module docstring); returns the file names written."""
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o700)
-    password = secrets.token_urlsafe(24)
+    password = mqtt_password
     extra = {"mqtt_username": rx_id, "mqtt_password": password}
     written = ["receiver.toml", "controller.pub", "mqtt-credentials"]
     if ca_file is not None:
@@ -53,3 +68,39 @@ def write_bundle(directory: Path, *, rx_id: str, mqtt_url: str, public_key: str,
     (directory / "controller.pub").write_text(public_key + "\n", encoding="utf-8")
     _write_private(directory / "mqtt-credentials", f"{rx_id}:{password}\n")
     return written
+
+
+def issue_credentials(app: Flask, db: Session, rx: Receiver) -> tuple[str, str]:
+    """New media token and broker password for ``rx`` (the old ones stop working); returns both.
+
+    The token's hash is committed first; the broker's password file (when the controller keeps
+    one) is written and reloaded after, so a failed commit never locks out a working box.
+    """
+    token, password = auth.new_token(), secrets.token_urlsafe(24)
+    rx.token_hash = auth.token_hash(token)
+    db.commit()
+    if app.config.get("MQTT_PASSWORD_FILE"):
+        PasswordFile(app.config["MQTT_PASSWORD_FILE"]).set(rx.id, password)
+        reload_broker(app.config.get("MQTT_RELOAD_COMMAND"))
+    return token, password
+
+
+def retire(app: Flask, db: Session, rx: Receiver) -> None:
+    """Take ``rx`` out of service: token and broker login revoked, history kept."""
+    rx.retired_ms = now_ms()
+    rx.online = False
+    rx.token_hash = auth.token_hash(auth.new_token())  # nobody knows this token
+    db.commit()
+    if app.config.get("MQTT_PASSWORD_FILE") and PasswordFile(app.config["MQTT_PASSWORD_FILE"]).remove(rx.id):
+        reload_broker(app.config.get("MQTT_RELOAD_COMMAND"))
+
+
+def bundle_archive(rx_id: str, **bundle_args) -> bytes:
+    """The bundle as a .tar.gz holding one directory ``loaxa-<rx_id>/`` (``bundle_args``: see write_bundle)."""
+    with tempfile.TemporaryDirectory(prefix="loaxa-bundle-") as tmp:
+        root = Path(tmp) / f"loaxa-{rx_id}"
+        write_bundle(root, rx_id=rx_id, **bundle_args)
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+            tar.add(root, arcname=root.name)
+        return buf.getvalue()

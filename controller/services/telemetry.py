@@ -82,6 +82,10 @@ class Telemetry:
             if rx is None:
                 logger.warning("message from unknown receiver rx=%s on %s; dropped", rx_id, topic)
                 return
+            if rx.retired_ms is not None:
+                # Its broker login was revoked: a retired box still talking is worth a look.
+                logger.warning("message from retired receiver rx=%s on %s; dropped", rx_id, topic)
+                return
             now = now_ms()
             if kind == "status":
                 rx.online = payload.strip() == b"online"
