@@ -15,8 +15,9 @@ from controller import auth
 from controller.api import bp, check_area, require
 from controller.api.bulletins import bulletin_in_scope
 from controller.db import get_db
-from controller.errors import ApiError
+from controller.errors import FORBIDDEN, ApiError
 from controller.models import (
+    ApiToken,
     Area,
     AuditEntry,
     Event,
@@ -25,6 +26,7 @@ from controller.models import (
     ProgrammeItem,
     Receiver,
     SessionTemplateRow,
+    User,
 )
 from controller.runtime import services
 from controller.services import areas
@@ -329,6 +331,8 @@ def delete_item(principal, item_id: int):
     """Remove an item from the programme (kept in the audit log)."""
     db = get_db()
     row = _item_in_scope(principal, item_id)
+    if not all(principal.may_touch(db, t) for t in svc_programme.targets_of(row)):
+        raise FORBIDDEN  # it also plays in an area outside the caller's: not theirs alone to remove
     row.status = "deleted"
     audit(db, principal.id, "delete", "programme_item", row.id)
     db.commit()
@@ -523,10 +527,30 @@ def get_timeline(principal, area_id: str):
     return jsonify(timeline(db, area, first, days, tz))
 
 
+def _audit_line_visible(db: Session, visible: set[str], r: AuditEntry) -> bool:
+    """True when the object of an audit line lies in ``visible`` (lines of other kinds: the root only)."""
+    if r.object_type == "programme_item":
+        item = db.get(ProgrammeItem, int(r.object_id))
+        return item is not None and item.area_id in visible
+    if r.object_type == "area":
+        return r.object_id in visible
+    if r.object_type == "receiver":
+        rx = db.get(Receiver, r.object_id)
+        return rx is not None and rx.area_id in visible
+    if r.object_type == "api_token":
+        token = db.get(ApiToken, int(r.object_id))
+        user = db.get(User, token.user_id) if token is not None else None
+        return user is not None and user.area_id in visible  # a root user's token: the root only
+    if r.object_type == "user":
+        user = db.get(User, int(r.object_id))
+        return user is not None and user.area_id in visible  # a root user: the root only
+    return False
+
+
 @bp.get("/audit")
 @require("manager")
 def get_audit(principal):
-    """The newest audit entries (``?object_id=`` narrows), within the caller's areas."""
+    """The newest audit entries (``?object_id=`` narrows) whose object lies within the caller's areas."""
     db = get_db()
     q = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(200)
     if request.args.get("object_id"):
@@ -535,11 +559,7 @@ def get_audit(principal):
     visible = areas.subtree_ids(db, principal.area_id)
     out = []
     for r in rows:
-        if r.object_type == "programme_item":
-            item = db.get(ProgrammeItem, int(r.object_id))
-            if item is None or item.area_id not in visible:
-                continue
-        elif r.object_type == "area" and r.object_id not in visible:
+        if principal.area_id is not None and not _audit_line_visible(db, visible, r):
             continue
         out.append({"id": r.id, "ts_ms": r.ts_ms, "user_id": r.user_id, "action": r.action,
                     "object_type": r.object_type, "object_id": r.object_id,
