@@ -8,6 +8,9 @@ that need a broker fail with a clear message when neither exists.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -20,6 +23,7 @@ from controller.broker import EmbeddedBroker, free_port, mosquitto_binary
 from helpers import CHROMIUM_ARGS, chromium_path, clear_retained, make_config, seed_district
 
 ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="session")
@@ -112,3 +116,30 @@ def live_app(tmp_path, mqtt_url):
     thread.join(5)
     svc.stop()
     app.extensions["loaxa.engine"].dispose()
+
+
+@pytest.fixture
+def receiver(live_app, tmp_path, mqtt_url):
+    """``phu-1`` in commune ``qd/phu``, provisioned with the controller's CLI and run as its own process.
+
+    Yields ``(process, sink directory, log file)``; the file sink records what it plays.
+    """
+    cfg = tmp_path / "phu-1.toml"
+    env = {**os.environ, "LOAXA_VAR_DIR": live_app.config["VAR_DIR"],
+           "LOAXA_PUBLIC_URL": live_app.config["PUBLIC_URL"]}
+    subprocess.run([str(BIN / "loaxa-controller"), "provision", "phu-1", "--area", "qd/phu", "--name", "Phú 1",
+                    "--mqtt-url", mqtt_url, "--out", str(cfg), "--state-dir", str(tmp_path / "rx"),
+                    "--sink", "file"], check=True, env=env, capture_output=True)
+    live_app.extensions["loaxa.services"].dispatcher.publish_receiver("phu-1")
+    log = open(tmp_path / "receiver.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "receiver", "run", "--config", str(cfg)],
+                            stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    yield proc, tmp_path / "rx" / "sink", tmp_path / "receiver.log"
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    log.close()

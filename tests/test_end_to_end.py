@@ -10,13 +10,9 @@ from __future__ import annotations
 
 import array
 import json
-import os
 import re
 import signal
-import subprocess
-import sys
 from datetime import datetime
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -29,7 +25,6 @@ from schedules.manifest import Item, Manifest, MediaRef
 from helpers import tone, wait_until
 
 pytestmark = pytest.mark.e2e
-BIN = Path(sys.executable).parent
 AUTH = ("admin", "pw-admin")
 
 
@@ -37,30 +32,6 @@ AUTH = ("admin", "pw-admin")
 def controller(live_app):
     """The live controller of tests/conftest.py: HTTP on a free port, services on the test broker."""
     return live_app
-
-
-@pytest.fixture
-def receiver(controller, tmp_path, mqtt_url):
-    """``phu-1`` provisioned with the controller's CLI and run as its own process."""
-    cfg = tmp_path / "phu-1.toml"
-    env = {**os.environ, "LOAXA_VAR_DIR": controller.config["VAR_DIR"],
-           "LOAXA_PUBLIC_URL": controller.config["PUBLIC_URL"]}
-    subprocess.run([str(BIN / "loaxa-controller"), "provision", "phu-1", "--area", "qd/phu", "--name", "Phú 1",
-                    "--mqtt-url", mqtt_url, "--out", str(cfg), "--state-dir", str(tmp_path / "rx"),
-                    "--sink", "file"], check=True, env=env, capture_output=True)
-    controller.extensions["loaxa.services"].dispatcher.publish_receiver("phu-1")
-    log = open(tmp_path / "receiver.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "receiver", "run", "--config", str(cfg)],
-                            stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
-    yield proc, tmp_path / "rx" / "sink", tmp_path / "receiver.log"
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    log.close()
 
 
 def _api(app, path):

@@ -126,7 +126,35 @@
     peaks.forEach((p, i) => { const v = Math.max(1, Math.abs(p) * h); ctx.fillRect(i * step, (h - v) / 2, Math.max(1, step - 0.5), v); });
   }
 
+  // The sessions of an area on a day, from the server: its templates for that weekday and the
+  // extra sessions added for that date (storm season), in the order they play.
+  const sessionLists = {};
+  function fillSessions(select, area, day) {
+    sessionLists[area] = sessionLists[area] || api("GET", "/api/v1/areas/" + encodeURI(area) + "/sessions");
+    return sessionLists[area].then((d) => {
+      const weekday = (new Date(day + "T12:00:00Z").getUTCDay() + 6) % 7;  // 0 = Monday, as the server counts
+      const list = d.sessions.filter((s) => s.weekdays.includes(weekday))
+        .concat(d.extra.filter((x) => x.date === day)).sort((x, y) => x.start.localeCompare(y.start));
+      const now = new Intl.DateTimeFormat("en-GB", { timeZone: document.body.dataset.tz, hour: "2-digit",
+                                                     minute: "2-digit", hourCycle: "h23" }).format(new Date());
+      select.innerHTML = "";
+      list.forEach((s) => {
+        const o = document.createElement("option");
+        o.value = s.key; o.textContent = s.name + " (" + s.start + "–" + s.end + ")"; select.appendChild(o);
+      });
+      // Today, offer the next session that has not ended yet.
+      const next = day === document.body.dataset.today ? list.findIndex((s) => s.end > now) : 0;
+      if (next > 0) select.selectedIndex = next;
+      if (!list.length) {
+        const o = document.createElement("option"); o.textContent = select.dataset.none; o.disabled = true;
+        select.appendChild(o);
+      }
+      return list.length;
+    }).catch(() => 0);
+  }
+
   function load() {
+    Object.keys(sessionLists).forEach((area) => delete sessionLists[area]);  // sessions may have been added
     api("GET", "/api/v1/bulletins").then((d) => {
       const tbody = $("#bulletins tbody"); tbody.innerHTML = "";
       const tpl = $("#row-template");
@@ -148,7 +176,11 @@
         const button = $(".schedule", row);
         if (button) {
           const day = $(".day", row); day.value = document.body.dataset.today;  // the station's local date
-          button.disabled = b.status !== "ready";
+          button.disabled = true;
+          const sessions = () => fillSessions($(".session", row), b.area, day.value)
+            .then((n) => { button.disabled = b.status !== "ready" || !n; });
+          day.addEventListener("change", sessions);
+          sessions();
           button.addEventListener("click", () => {
             api("POST", "/api/v1/programme/items", { bulletin_id: b.id, area: b.area, session: $(".session", row).value,
                                                      mode: "once", date: day.value })

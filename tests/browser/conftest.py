@@ -7,8 +7,13 @@ tests are skipped with a message saying so.
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
+from audio.ffmpeg import ffmpeg_exe
+
+from helpers import CHROMIUM_ARGS, chromium_path
 from web_support import ARTIFACTS
 
 
@@ -22,6 +27,19 @@ def page(browser, request):
         ARTIFACTS.mkdir(exist_ok=True)
         pg.screenshot(path=str(ARTIFACTS / f"FAILED-{request.node.name}.png"), full_page=True)
     context.close()
+
+
+@pytest.fixture
+def mic_browser(playwright_session, tmp_path):
+    """A Chromium whose microphone plays a WAV file (Chromium's fake capture device)."""
+    voice = tmp_path / "voice.wav"
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i",
+                    "sine=frequency=330:sample_rate=48000:duration=6", "-ac", "1", str(voice)], check=True)
+    b = playwright_session.chromium.launch(executable_path=chromium_path(), args=[
+        *CHROMIUM_ARGS, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+        f"--use-file-for-fake-audio-capture={voice}"])
+    yield b
+    b.close()
 
 
 @pytest.hookimpl(hookwrapper=True)
