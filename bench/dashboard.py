@@ -175,7 +175,7 @@ def seed(app, districts: int, communes: int, per_commune: int, days: int) -> dic
 
     # Faults: a week of raised/cleared ones, and open ones on 3 % of the receivers.
     faults = []
-    codes = ("amplifier_fault", "power_loss", "speaker_line", "clock_unsynchronised")
+    codes = ("amplifier_fault", "mains_power_lost", "speaker_line_open", "clock_unsynchronised")
     for rx, _area in receivers:
         if rnd.random() < 0.2:
             raised = now - rnd.randint(1, days) * DAY

@@ -18,6 +18,14 @@ LOCALES = ("vi", "en")
 SOURCE = Path(__file__).parent / "translations"
 
 
+def N_(message: str) -> str:
+    """Mark a string for translation without translating it here (tables of labels).
+
+    The template translates it where it is shown: ``{{ _(labels[code]) }}``.
+    """
+    return message
+
+
 def select_locale() -> str:
     """The language chosen in this browser session, else Vietnamese."""
     chosen = session.get("lang")

@@ -271,8 +271,13 @@ def admin_page():
     for a in area_list:
         parent = a.parent_id if a.parent_id in visible else None
         children.setdefault(parent, []).append(a)
+    fleet = db.scalars(select(Receiver).where(Receiver.area_id.in_(visible))
+                       .order_by(Receiver.retired_ms.is_not(None), Receiver.area_id, Receiver.id)).all()
+    area_names = {a.id: a.name for a in area_list}
     return render_template("admin.html", principal=principal, areas=area_list, children=children, counts=counts,
-                           roles=[r for r in ROLES if ROLES.index(r) <= ROLES.index(principal.role)])
+                           roles=[r for r in ROLES if ROLES.index(r) <= ROLES.index(principal.role)],
+                           fleet=fleet, area_names=area_names, now=now_ms(), is_online=is_online,
+                           today=datetime.now(ZoneInfo(current_app.config["TIMEZONE"])).date())
 
 
 @bp.app_errorhandler(403)

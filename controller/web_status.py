@@ -17,6 +17,7 @@ from flask_babel import gettext as _
 from sqlalchemy import func, select, true
 
 from controller.db import get_db
+from controller.i18n import N_
 from controller.models import Area, Event, Fault, FaultAck, Receiver, User
 from controller.runtime import services
 from controller.services import areas, health, reports
@@ -27,11 +28,13 @@ from schedules.events import now_ms
 logger = logging.getLogger(__name__)
 bp = Blueprint("status", __name__)
 
-EVENT_VI = {"playback.started": "Bắt đầu phát", "playback.finished": "Phát xong", "playback.failed": "Phát lỗi",
-            "fault.raised": "Sự cố", "fault.cleared": "Hết sự cố", "manifest.accepted": "Nhận lịch phát",
-            "manifest.refused": "Từ chối lịch phát", "conf.accepted": "Nhận cấu hình",
-            "command.ack": "Xác nhận lệnh", "command.refused": "Từ chối lệnh"}
-FAULT_STATE_VI = {"open": "Chưa xử lý", "acked": "Đã tiếp nhận", "resolved": "Đã khắc phục"}
+EVENT_VI = {"playback.started": N_("Bắt đầu phát"), "playback.finished": N_("Phát xong"),
+            "playback.failed": N_("Phát lỗi"), "fault.raised": N_("Sự cố"), "fault.cleared": N_("Hết sự cố"),
+            "manifest.accepted": N_("Nhận lịch phát"), "manifest.refused": N_("Từ chối lịch phát"),
+            "conf.accepted": N_("Nhận cấu hình"), "command.ack": N_("Xác nhận lệnh"),
+            "command.refused": N_("Từ chối lệnh"), "relay.fallback": N_("Chuyển sang bản tin dự phòng"),
+            "test_tone.started": N_("Phát âm thử"), "test_tone.finished": N_("Phát xong âm thử")}
+FAULT_STATE_VI = {"open": N_("Chưa xử lý"), "acked": N_("Đã tiếp nhận"), "resolved": N_("Đã khắc phục")}
 RANGES = {"24h": 24 * 3600_000, "7d": 7 * 86_400_000}
 
 
@@ -182,7 +185,7 @@ def _safe_json(text: str) -> dict:
 
 @bp.post("/clusters/<rx_id>/command")
 def cluster_command(rx_id: str):
-    """Send a signed volume or resync command to one cluster (operators and above; CSRF-protected)."""
+    """Send a signed volume, resync or test-tone command to one cluster (operators and above; CSRF-protected)."""
     principal = login_required()
     rx = _receiver_or_404(principal, rx_id)
     back = url_for("status.cluster_page", rx_id=rx.id)
@@ -198,6 +201,8 @@ def cluster_command(rx_id: str):
         if not 0 <= volume <= 100:
             return redirect(back + "?" + urlencode({"msg": _("Âm lượng phải từ 0 đến 100.")}))
         args = {"volume": volume}
+    elif action == "test_tone":
+        args = {"duration_s": 5, "frequency_hz": 1000}
     elif action != "resync":
         return redirect(back + "?" + urlencode({"msg": _("Lệnh không hợp lệ.")}))
     svc = services()
@@ -208,7 +213,8 @@ def cluster_command(rx_id: str):
 
     commands.send(svc.publish, svc.key, topics.rx_scope(rx.id), action, args)
     logger.info("user=%s sent %s %s to rx=%s", principal.username, action, args, rx.id)
-    done = _("Đã gửi lệnh chỉnh âm lượng.") if action == "volume" else _("Đã gửi lệnh đồng bộ lại lịch phát.")
+    done = {"volume": _("Đã gửi lệnh chỉnh âm lượng."), "resync": _("Đã gửi lệnh đồng bộ lại lịch phát."),
+            "test_tone": _("Đã gửi lệnh phát âm thử 5 giây; nghe ở cụm loa.")}[action]
     return redirect(back + "?" + urlencode({"msg": done}))
 
 

@@ -19,6 +19,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from controller.i18n import N_
 from controller.models import AreaActivity, Fault, FaultAck, HeartbeatBucket, Receiver
 
 BUCKET_MS = 15 * 60_000
@@ -315,11 +316,17 @@ def working_share(db: Session, visible: set[str], since_ms: int, until_ms: int,
 # ----------------------------------------------------------------- faults
 
 
+# Every fault a receiver raises (receiver/agent.py, receiver/hardware.py), in Vietnamese; pages
+# translate the label where they show it, the API gives it as ``label_vi``.
 FAULT_VI = {
-    "amplifier_fault": "Hỏng bộ khuếch đại", "clock_unsynchronised": "Lệch đồng hồ",
-    "signature_refused": "Từ chối chữ ký", "conf_refused": "Từ chối cấu hình", "power_loss": "Mất điện",
-    "speaker_line": "Hỏng đường dây loa", "download_failed": "Không tải được bản tin",
-    "disk_full": "Đầy bộ nhớ", "media_unreachable": "Không tải được bản tin",
+    "amplifier_fault": N_("Hỏng bộ khuếch đại"), "mains_power_lost": N_("Mất điện lưới"),
+    "speaker_line_open": N_("Hở đường dây loa"), "clock_unsynchronised": N_("Lệch đồng hồ"),
+    "signature_refused": N_("Từ chối chữ ký"), "conf_refused": N_("Từ chối cấu hình"),
+    "download_failed": N_("Không tải được bản tin"), "media_unreachable": N_("Không tải được bản tin"),
+    "checksum_mismatch": N_("Bản tin tải về bị sai lệch"), "disk_full": N_("Đầy bộ nhớ"),
+    "disk_nearly_full": N_("Bộ nhớ sắp đầy"), "no_audio_device": N_("Không có thiết bị âm thanh"),
+    "overheating": N_("Quá nhiệt"), "player_crashed": N_("Trình phát bị lỗi"),
+    "stream_unavailable": N_("Không thu được luồng phát trực tiếp"),
 }
 
 

@@ -29,6 +29,6 @@ def test_every_message_has_an_english_translation():
         catalog = read_po(fh)
     translated = {m.id for m in catalog if m.id and m.string}
     method_map = [("controller/templates/**.html", "jinja2"), ("controller/**.py", "python")]
-    keywords = {"_": None, "gettext": None}
+    keywords = {"_": None, "gettext": None, "N_": None}
     found = {msg[2] for msg in extract_from_dir(str(ROOT), method_map=method_map, keywords=keywords)}
     assert found - translated == set(), "run pybabel extract/update (see README) and translate these"

@@ -57,7 +57,7 @@ def watched(prog):
     tele.handle(topics.rx_events("an-1"), _event("an-1", events.PLAYBACK_FINISHED, item_id="pi-8.20261122.0.qd/an",
                                                  planned_start_ms=now - 700_000, played_ms=150_000,
                                                  planned_duration_ms=600_000, end_reason="preempted"))
-    tele.handle(topics.rx_events("an-1"), _event("an-1", events.FAULT_RAISED, fault="power_loss"))
+    tele.handle(topics.rx_events("an-1"), _event("an-1", events.FAULT_RAISED, fault="mains_power_lost"))
     with session_scope(prog) as db:
         db.add(MissedPlay(occurrence_id=occ, programme_item_id=7, rx_id="phu-2", planned_start_ms=now - 700_000,
                           detected_ms=now))
