@@ -19,6 +19,7 @@ from controller.runtime import services
 from controller.services import areas
 from controller.services.health import in_fleet
 from controller.services.programme import (
+    LIVE_STATUSES,
     ApprovalRefused,
     can_approve,
     decide,
@@ -167,9 +168,10 @@ def programme_page():
     area_list = db.scalars(select(Area).where(Area.id.in_(visible)).order_by(Area.id)).all()
     if not area_list:
         abort(404)
-    area = db.get(Area, request.args.get("area") or "") or area_list[-1]
-    if area.id not in visible:
-        abort(404)
+    asked = request.args.get("area")
+    area = db.get(Area, asked) if asked else area_list[-1]
+    if area is None or area.id not in visible:
+        abort(404)  # unknown and out-of-scope areas answer alike: ids are not probed
     try:
         first = date.fromisoformat(request.args.get("date", "")) if request.args.get("date") else None
     except ValueError:
@@ -220,8 +222,8 @@ def decide_page(item_id: int, decision: str):
     principal = login_required()
     db = get_db()
     row = db.get(ProgrammeItem, item_id)
-    if row is None or not principal.may_touch(db, row.area_id):
-        abort(404)
+    if row is None or row.status not in LIVE_STATUSES or not principal.may_touch(db, row.area_id):
+        abort(404)  # a deleted item stays deleted, as in the API
     try:
         decide(db, principal, row, decision == "approve", request.form.get("reason", ""))
     except ApprovalRefused as exc:

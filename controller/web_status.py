@@ -335,13 +335,19 @@ def reports_page():
     hours = reports.broadcast_hours(db, visible, since, until, tz, period)
     occ = reports.occurrences(db, visible, since, until, limit=100)
     per_page = 100
-    problems, total = reports.problem_rows(db, visible, since, until, page=_int_arg("page", 1), per_page=per_page)
+    # The as-run log per item and receiver: by default only what went wrong, or any outcome.
+    outcome = request.args.get("outcome", "problems")
+    outcome = outcome if outcome in ("problems", "all", *reports.OUTCOMES) else "problems"
+    chosen_outcomes = {"problems": ("partial", "failed", "missed", "unfinished"),
+                       "all": reports.OUTCOMES}.get(outcome, (outcome,))
+    problems, total = reports.problem_rows(db, visible, since, until, page=_int_arg("page", 1), per_page=per_page,
+                                           outcomes=chosen_outcomes)
     names = {a.id: a.name for a in area_list}
     rx_names = dict(db.execute(select(Receiver.id, Receiver.name).where(
         Receiver.id.in_({p["rx_id"] for p in problems}))).all()) if problems else {}
     item_titles = reports.titles(db, {p["programme_item_id"] for p in problems if p["programme_item_id"]})
     return render_template("reports.html", principal=principal, counts=counts, hours=hours, occ=occ,
-                           problems=problems, total=total, page=_int_arg("page", 1),
+                           problems=problems, total=total, page=_int_arg("page", 1), outcome=outcome,
                            pages=max(1, -(-total // per_page)), first=first, last=last, error=error, period=period,
                            chosen=chosen, areas=area_list, names=names, rx_names=rx_names, titles=item_titles,
                            outcome_vi=reports.OUTCOME_VI, period_label=reports.period_label, local_time=local_time,
@@ -353,7 +359,16 @@ def _hour_bars(hours: dict, names: dict[str, str]) -> list[dict]:
     totals = [(a, sum(hours["hours"][a].values())) for a in hours["areas"]]
     top = max((t for _, t in totals), default=0) or 1
     return [{"area": names.get(a, a), "hours": round(t, 2), "pct": round(100 * t / top, 1),
-             "label": f"{t:.1f} giờ" if t >= 1 else f"{round(t * 60)} phút"} for a, t in totals]
+             "label": _hours_label(t)} for a, t in totals]
+
+
+def _hours_label(hours: float) -> str:
+    """'2.5 giờ', '12 phút', '40 giây' (a short bulletin that played is not '0 phút')."""
+    if hours >= 1:
+        return _("%(n).1f giờ", n=hours)
+    if hours * 60 >= 1:
+        return _("%(m)d phút", m=round(hours * 60))
+    return _("%(s)d giây", s=round(hours * 3600))
 
 
 @bp.get("/reports/as-run.csv")

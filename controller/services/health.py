@@ -351,7 +351,9 @@ def fault_stats(db: Session, visible: set[str], since_ms: int) -> dict[str, Any]
 
 
 def duration_vi(ms: int | None) -> str:
-    """A duration in Vietnamese words: '2 ngày 3 giờ', '15 phút', '40 giây'."""
+    """A duration in words, in the page's language: '2 ngày 3 giờ', '15 phút', '40 giây'."""
+    from flask_babel import gettext as _  # pages only; the rest of this module runs without a request
+
     if ms is None:
         return "—"
     s = max(0, int(ms // 1000))
@@ -359,12 +361,12 @@ def duration_vi(ms: int | None) -> str:
     hours, rest = divmod(rest, 3600)
     minutes, seconds = divmod(rest, 60)
     if days:
-        return f"{days} ngày {hours} giờ"
+        return _("%(d)d ngày %(h)d giờ", d=days, h=hours)
     if hours:
-        return f"{hours} giờ {minutes} phút"
+        return _("%(h)d giờ %(m)d phút", h=hours, m=minutes)
     if minutes:
-        return f"{minutes} phút"
-    return f"{seconds} giây"
+        return _("%(m)d phút", m=minutes)
+    return _("%(s)d giây", s=seconds)
 
 
 # ----------------------------------------------------------------- pictures

@@ -123,8 +123,9 @@ def audit(db: Session, user_id: int | None, action: str, object_type: str, objec
 
 
 def session_exists(db: Session, area: Area, key: str, day: date | None) -> bool:
-    """True when ``key`` names a template session of the area, or an extra session (on ``day`` if given)."""
-    if any(t.key == key for t in templates_of(db, area)):
+    """True when ``key`` names a template session of the area (held on ``day``'s weekday if a day is given),
+    or an extra session (on ``day`` if given)."""
+    if any(t.key == key and (day is None or day.weekday() in t.weekdays) for t in templates_of(db, area)):
         return True
     q = select(ExtraSessionRow).where(ExtraSessionRow.area_id == area.id, ExtraSessionRow.key == key)
     if day is not None:
@@ -139,9 +140,12 @@ def check_sessions_of_targets(db: Session, entry: Entry) -> None:
     for area_id in entry.areas:
         area = db.get(Area, area_id)
         if area is None or not session_exists(db, area, entry.session_key, entry.day):
+            on = f" on {entry.day.isoformat()}" if entry.day else ""
+            on_vi = f" vào ngày {entry.day:%d/%m/%Y}" if entry.day else ""
             raise ProgrammeError("item.unknown_session",
-                                 f"area {area_id!r} has no session {entry.session_key!r}",
-                                 f"Địa bàn {area.name if area else area_id} không có buổi phát {entry.session_key}.")
+                                 f"area {area_id!r} has no session {entry.session_key!r}{on}",
+                                 f"Địa bàn {area.name if area else area_id} không có buổi phát "
+                                 f"{entry.session_key}{on_vi}.")
 
 
 class ApprovalRefused(ProgrammeError):

@@ -28,19 +28,22 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from controller.i18n import N_
 from controller.models import AsRunRecord, Bulletin, Event, HeartbeatBucket, MissedPlay, ProgrammeItem, Receiver
 from controller.services.health import BUCKET_MS
 from schedules.events import PLAYBACK_FAILED, PLAYBACK_FINISHED, PLAYBACK_STARTED
 
 FULL_TOLERANCE_MS = 2000
 OUTCOMES = ("full", "partial", "failed", "missed", "unfinished")
-OUTCOME_VI = {"full": "Phát đủ", "partial": "Phát một phần", "failed": "Phát lỗi", "missed": "Không phát",
-              "unfinished": "Chưa báo kết thúc"}
+# Labels in Vietnamese (the CSV and the API); pages translate them where they show them.
+OUTCOME_VI = {"full": N_("Phát đủ"), "partial": N_("Phát một phần"), "failed": N_("Phát lỗi"),
+              "missed": N_("Không phát"), "unfinished": N_("Chưa báo kết thúc")}
 REASON_VI = {
-    "media.not_cached": "Chưa tải được bản tin về cụm", "play.error": "Lỗi khi phát",
-    "decoder.missing": "Thiếu bộ giải mã", "offline": "Cụm mất kết nối lúc phát",
-    "no_start": "Cụm trực tuyến nhưng không báo bắt đầu phát", "preempted": "Bị bản tin ưu tiên hơn chen ngang",
-    "stopped": "Bị dừng bằng lệnh", "media_end": "", "complete": "",
+    "media.not_cached": N_("Chưa tải được bản tin về cụm"), "play.error": N_("Lỗi khi phát"),
+    "decoder.missing": N_("Thiếu bộ giải mã"), "offline": N_("Cụm mất kết nối lúc phát"),
+    "no_start": N_("Cụm trực tuyến nhưng không báo bắt đầu phát"),
+    "preempted": N_("Bị bản tin ưu tiên hơn chen ngang"),
+    "stopped": N_("Bị dừng bằng lệnh"), "media_end": "", "complete": "",
 }
 CSV_COLUMNS = ("occurrence_id", "programme_item_id", "title", "receiver", "receiver_name", "area",
                "planned_start", "reported_at", "outcome", "played_s", "planned_s", "played_pct", "reason")

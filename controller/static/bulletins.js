@@ -71,7 +71,8 @@
       const button = e.currentTarget;
       if (recorder) { recorder.stop(); return; }
       try {
-        const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+        // The pipeline normalises loudness afterwards; the browser's gain control would only pump the level.
+        const stream = await navigator.mediaDevices.getUserMedia({ audio: { echoCancellation: false, autoGainControl: false, noiseSuppression: true } });
         recorder = new MediaRecorder(stream);
         chunks = [];
         recorder.ondataavailable = (ev) => chunks.push(ev.data);

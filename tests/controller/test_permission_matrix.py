@@ -364,21 +364,15 @@ MATRIX: list[Entry] = [
     page("GET", "/bulletins", "viewer", lambda p, w: R("/bulletins"), scoped=False,  # areas: in the upload form
          shows=lambda p, w: [p.area] if w.role != "viewer" else []),
     page("GET", "/programme", "viewer", lambda p, w: R(f"/programme?area={p.area}"), variant="?area=",
-         shows=lambda p, w: [f"item-{p.tag}"],
-         xfail={"missing": "hole (web.py programme_page): an unknown ?area= falls back to a default area "
-                           "(200) while another commune's answers 404, so area ids can be probed"}),
+         shows=lambda p, w: [f"item-{p.tag}"]),
     page("POST", "/programme/items/<int:item_id>/<any(approve,reject):decision>", "approver", ok=302,
          variant="approve", refuse=REFUSED_MSG, scope_first=True, cross_want=REFUSED_MSG,
          req=lambda p, w: R(f"/programme/items/{p.fresh_item()}/approve", form={"area": p.area}),
-         cross=lambda p, q, w: R(f"/programme/items/{p.fresh_item(q)}/approve", form={"area": p.area}),
-         xfail={"missing": "hole (web.py decide_page): a deleted item can be approved from the page "
-                           "(the API answers 404), which puts it back in the manifests"}),
+         cross=lambda p, q, w: R(f"/programme/items/{p.fresh_item(q)}/approve", form={"area": p.area})),
     page("POST", "/programme/items/<int:item_id>/<any(approve,reject):decision>", "approver", ok=302,
          variant="reject", refuse=REFUSED_MSG, scope_first=True, cross_want=REFUSED_MSG,
          req=lambda p, w: R(f"/programme/items/{p.fresh_item()}/reject", form={"area": p.area}),
-         cross=lambda p, q, w: R(f"/programme/items/{p.fresh_item(q)}/reject", form={"area": p.area}),
-         xfail={"missing": "hole (web.py decide_page): a deleted item can be rejected from the page "
-                           "(the API answers 404)"}),
+         cross=lambda p, q, w: R(f"/programme/items/{p.fresh_item(q)}/reject", form={"area": p.area})),
     page("GET", "/receivers/<rx_id>", "viewer", lambda p, w: R(f"/receivers/{p.rx}"), shows=lambda p, w: [p.rx]),
     # ---- pages: status
     page("GET", "/clusters", "viewer", lambda p, w: R("/clusters"), scoped=False, shows=lambda p, w: [f"rx-{p.tag}"]),
@@ -391,6 +385,8 @@ MATRIX: list[Entry] = [
     page("GET", "/clusters/<rx_id>", "viewer", lambda p, w: R(f"/clusters/{p.rx}"), shows=lambda p, w: [p.rx]),
     page("POST", "/clusters/<rx_id>/command", "operator", ok=302, refuse=REFUSED_MSG, scope_first=True,
          req=lambda p, w: R(f"/clusters/{p.rx}/command", form={"action": "resync"})),
+    page("POST", "/clusters/<rx_id>/command", "operator", ok=302, refuse=REFUSED_MSG, scope_first=True,
+         variant="test_tone", req=lambda p, w: R(f"/clusters/{p.rx}/command", form={"action": "test_tone"})),
     page("GET", "/faults", "viewer", lambda p, w: R("/faults"), scoped=False, shows=lambda p, w: [f"rx-{p.tag}"]),
     page("GET", "/faults", "viewer", lambda p, w: R(f"/faults?area={p.area}"), variant="?area=",
          shows=lambda p, w: [f"rx-{p.tag}"]),

@@ -76,6 +76,9 @@ def test_bad_items_are_refused_and_nothing_is_saved(prog, client):
         ({"kind": "relay", "relay_url": "file:///etc/passwd", "duration_s": 600, "area": "qd/phu",
           "session": "evening", "mode": "daily"}, "item.bad_relay_url"),
         ({"bulletin_id": 1, "session": "noon", "mode": "daily"}, "item.unknown_session"),
+        # Communes hold no session on Sundays: a Sunday's evening would never play.
+        ({"bulletin_id": 1, "session": "evening", "mode": "once",
+          "date": str(next_weekday() + timedelta(days=6 - next_weekday().weekday()))}, "item.unknown_session"),
         ({"bulletin_id": 1, "session": "evening", "at": "17:00", "mode": "daily"}, "item.bad_placement"),
         ({"bulletin_id": 1, "mode": "daily"}, "schedule.bad_time"),
         ({"bulletin_id": 1, "session": "evening", "mode": "weekdays"}, "item.no_weekdays"),

@@ -161,6 +161,19 @@ def test_reports_page_csv_and_print(watched, client):
     assert 'id="n-full">1<' in html and 'id="n-partial">1<' in html and 'id="n-missed">1<' in html
     assert "Bị bản tin ưu tiên hơn chen ngang" in html and "25%" in html
     assert "Cụm mất kết nối lúc phát" in html  # phu-2 never beat
+    # The log per item and receiver: problems by default, every outcome on request, one outcome alone.
+    def rows(query: str) -> list[str]:
+        table = client.get("/reports" + query).text.split('id="problems"')[1].split("</table>")[0]
+        return re.findall(r'<tr class="outcome-(\w+)"', table)
+
+    assert sorted(rows("")) == ["missed", "partial"]
+    assert sorted(rows("?outcome=all")) == ["full", "missed", "partial"]
+    assert rows("?outcome=full") == ["full"] and rows("?outcome=bogus") == rows("")
+    client.get("/lang/en")
+    english = client.get("/reports?outcome=all").text
+    assert "Played fully" in english and "Pre-empted by a higher-priority bulletin" in english
+    assert "Phát đủ" not in english
+    client.get("/lang/vi")
     csv_text = client.get("/reports/as-run.csv").data.decode("utf-8-sig")
     lines = csv_text.strip().splitlines()
     assert lines[0].startswith("occurrence_id,") and len(lines) == 4
@@ -273,3 +286,10 @@ def test_report_dates_are_read_and_shown_as_dd_mm_yyyy(watched, client):
     _login(client, "admin")
     html = client.get("/reports?from=01/11/2026&to=30/11/2026&period=month").text
     assert "Từ 01/11/2026 đến 30/11/2026" in html and 'value="01/11/2026"' in html and "Tháng 11/2026" in html
+
+
+def test_broadcast_time_labels_never_round_a_play_to_nothing(app):
+    from controller.web_status import _hours_label
+
+    with app.test_request_context("/reports"):
+        assert [_hours_label(h) for h in (2.5, 0.25, 20 / 3600)] == ["2.5 giờ", "15 phút", "20 giây"]
