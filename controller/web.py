@@ -237,6 +237,19 @@ def decide_page(item_id: int, decision: str):
     return redirect(url_for("web.programme_page", area=request.form.get("area"), msg=done))
 
 
+def session_names(db, visible: set[str]) -> dict[str, str]:
+    """Session key -> name over the visible areas (templates, level defaults and extra sessions)."""
+    from controller.models import ExtraSessionRow
+    from controller.services.programme import templates_of
+
+    names: dict[str, str] = {}
+    for area in db.scalars(select(Area).where(Area.id.in_(visible))):
+        names.update({t.key: t.name for t in templates_of(db, area)})
+    extras = db.scalars(select(ExtraSessionRow).where(ExtraSessionRow.area_id.in_(visible)))
+    names.update({x.key: x.name for x in extras})
+    return {k: _(v) for k, v in names.items()}
+
+
 @bp.get("/bulletins")
 def bulletins_page():
     """Bulletins: upload with progress, record from the microphone, type text to be read, listen, schedule."""
@@ -250,6 +263,8 @@ def bulletins_page():
         "no_mic": _("Không dùng được micrô của máy này."), "too_large": _("Tệp quá lớn."),
         "scheduled": _("Đã xếp lịch."), "draft": _("Đã xếp lịch, chờ duyệt."),
         "network": _("Mất kết nối tới máy chủ, hãy thử lại."), "recorded": _("Bản ghi âm"),
+        "pending": _("Chờ duyệt"), "approve": _("Duyệt"), "reject": _("Từ chối"), "approved": _("Đã duyệt."),
+        "rejected": _("Đã từ chối."), "daily": _("hằng ngày"), "sessions": session_names(db, visible),
     }
     today = datetime.now(ZoneInfo(current_app.config["TIMEZONE"])).date().isoformat()
     return render_template("bulletins.html", principal=principal, areas=area_list, texts=texts, today=today,

@@ -11,10 +11,11 @@ from audio import tts
 from controller.api import bp, check_area, require
 from controller.db import get_db
 from controller.errors import ApiError
-from controller.models import Bulletin
+from controller.models import Bulletin, ProgrammeItem
 from controller.runtime import services
 from controller.services import areas
 from controller.services.catalogue import TtsRequest
+from controller.services.programme import can_approve
 from schedules.events import now_ms
 
 
@@ -173,11 +174,24 @@ def upload_bulletin(principal):
 @bp.get("/bulletins")
 @require("viewer")
 def list_bulletins(principal):
-    """Bulletins of the areas this user may see, newest first."""
+    """Bulletins of the areas this user may see, newest first, each with its drafts awaiting approval.
+
+    ``pending`` lists the draft programme items that play the bulletin (in the caller's areas), with
+    ``can_decide`` when this user may approve or reject them.
+    """
     db = get_db()
     visible = areas.subtree_ids(db, principal.area_id)
-    rows = db.scalars(select(Bulletin).where(Bulletin.area_id.in_(visible)).order_by(Bulletin.id.desc()).limit(200))
-    return jsonify({"bulletins": [bulletin_json(b) for b in rows]})
+    rows = db.scalars(select(Bulletin).where(Bulletin.area_id.in_(visible)).order_by(Bulletin.id.desc())
+                      .limit(200)).all()
+    pending: dict[int, list[dict]] = {}
+    drafts = db.scalars(select(ProgrammeItem).where(ProgrammeItem.status == "draft",
+                                                    ProgrammeItem.bulletin_id.in_([b.id for b in rows]),
+                                                    ProgrammeItem.area_id.in_(visible)).order_by(ProgrammeItem.id))
+    for item in drafts:
+        pending.setdefault(item.bulletin_id, []).append(
+            {"id": item.id, "area": item.area_id, "session": item.session_key, "day": item.day, "mode": item.mode,
+             "can_decide": can_approve(principal, db, item)})
+    return jsonify({"bulletins": [bulletin_json(b) | {"pending": pending.get(b.id, [])} for b in rows]})
 
 
 def bulletin_in_scope(principal, bulletin_id: int) -> Bulletin:

@@ -154,6 +154,26 @@
     }).catch(() => 0);
   }
 
+  // Drafts that play this bulletin: when and where, with approve / reject for those who may decide.
+  function pendingList(ul, drafts) {
+    drafts.forEach((p) => {
+      const li = document.createElement("li"); li.dataset.item = p.id;
+      const when = (T.sessions[p.session] || p.session || "") + " " +
+        (p.day ? p.day.split("-").reverse().join("/") : (p.mode === "daily" ? T.daily : ""));
+      li.append(T.pending + ": " + when.trim() + " ");
+      if (p.can_decide) {
+        [["approve", T.approve], ["reject", T.reject]].forEach(([act, label]) => {
+          const b = document.createElement("button"); b.type = "button"; b.className = act; b.textContent = label;
+          b.addEventListener("click", () => api("POST", "/api/v1/programme/items/" + p.id + "/" + act, {})
+            .then(() => { li.textContent = act === "approve" ? T.approved : T.rejected; })
+            .catch((e) => { li.append(" " + e.message); }));
+          li.append(b, " ");
+        });
+      }
+      ul.appendChild(li);
+    });
+  }
+
   function load() {
     Object.keys(sessionLists).forEach((area) => delete sessionLists[area]);  // sessions may have been added
     api("GET", "/api/v1/bulletins").then((d) => {
@@ -165,6 +185,7 @@
         $(".title", row).textContent = b.title;
         say($(".status", row), T[b.status] || b.status, b.status);
         if (b.error) $(".status", row).title = b.error.message_vi || "";
+        pendingList($(".pending", row), b.pending || []);
         const canvas = $("canvas", row), audio = $("audio", row);
         if (b.media) {
           audio.src = b.media.url; audio.hidden = false;

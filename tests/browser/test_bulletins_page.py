@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+import requests
+
 from helpers import tone, wait_until
 from web_support import ARTIFACTS, login
 
@@ -26,10 +28,24 @@ def test_upload_shows_progress_then_the_bulletin_is_ready_and_scheduled(live_app
     if day.weekday() == 6:  # a commune broadcasts Monday to Saturday: no session to choose on a Sunday
         row.locator(".day").fill((day + timedelta(days=1)).isoformat())
     row.locator("button.schedule").click()
-    page.wait_for_function("[...document.querySelectorAll('#bulletins td.status')]"
+    page.wait_for_function("[...document.querySelectorAll('#bulletins .status')]"
                            ".some(td => td.textContent.includes('chờ duyệt'))")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "bulletins.png"), full_page=True)
+    # The operator sees the draft waiting, without buttons; an approver decides on the same list.
+    page.reload()
+    pending = page.locator(f'#bulletins tr[data-bulletin="{row.get_attribute("data-bulletin")}"] ul.pending li')
+    pending.wait_for()
+    assert "Chờ duyệt" in pending.inner_text() and pending.locator("button").count() == 0
+    approver = page.context.browser.new_context(locale="vi-VN").new_page()
+    login(approver, base, "admin", "pw-admin")
+    approver.goto(base + "/bulletins")
+    mine = approver.locator(f'#bulletins tr[data-bulletin="{row.get_attribute("data-bulletin")}"] ul.pending li')
+    mine.locator("button.approve").click()
+    approver.wait_for_function("document.querySelector('#bulletins ul.pending li').textContent.includes('Đã duyệt')")
+    items = requests.get(base + "/api/v1/programme/items", auth=("admin", "pw-admin"), timeout=10).json()["items"]
+    assert [i["status"] for i in items] == ["approved"]
+    approver.context.close()
 
 
 def test_bad_file_gets_a_vietnamese_message(live_app, page, tmp_path):
