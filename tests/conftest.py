@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -20,10 +21,17 @@ from werkzeug.serving import make_server
 from controller import create_app, db
 from controller.broker import EmbeddedBroker, free_port, mosquitto_binary
 
-from helpers import CHROMIUM_ARGS, chromium_path, clear_retained, make_config, seed_district
+from helpers import CHROMIUM_ARGS, chromium_path, clear_retained, make_config, pg_database, seed_district
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+
+
+def pytest_generate_tests(metafunc):
+    """A module with ``ON_BOTH_DATABASES = True`` runs every test that uses ``app`` on SQLite and PostgreSQL."""
+    if getattr(metafunc.module, "ON_BOTH_DATABASES", False) and "app" in metafunc.fixturenames:
+        metafunc.parametrize("app", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
+                             indirect=True)
 
 
 @pytest.fixture(scope="session")
@@ -54,15 +62,19 @@ def mqtt_url(mqtt_broker_url) -> str:
 
 
 @pytest.fixture
-def app(tmp_path):
-    """A controller app on a migrated SQLite database; services not started."""
+def app(tmp_path, request):
+    """A controller app on a migrated SQLite database (PostgreSQL when parametrized so); services not started."""
     from controller import create_app, db
 
-    application = create_app(make_config(tmp_path))
-    db.upgrade(application.config["DATABASE_URL"])
-    yield application
-    application.extensions["loaxa.services"].stop()
-    application.extensions["loaxa.engine"].dispose()
+    with ExitStack() as stack:
+        extra = {}
+        if getattr(request, "param", "sqlite") == "postgresql":
+            extra["DATABASE_URL"] = stack.enter_context(pg_database())
+        application = create_app(make_config(tmp_path, **extra))
+        db.upgrade(application.config["DATABASE_URL"])
+        yield application
+        application.extensions["loaxa.services"].stop()
+        application.extensions["loaxa.engine"].dispose()
 
 
 @pytest.fixture

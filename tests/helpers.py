@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import os
 import subprocess
 import time
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,29 @@ def make_config(tmp_path: Path, **extra) -> dict:
         "HTTP_PORT": 8080,
         **extra,
     }
+
+
+PG_ADMIN_URL = os.environ.get("LOAXA_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@contextmanager
+def pg_database():
+    """A fresh PostgreSQL database (its URL) for one test, dropped after; a skip that says why there is none."""
+    from sqlalchemy import create_engine, text
+
+    try:
+        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
+        with admin.connect() as conn:
+            name = f"loaxa_{uuid.uuid4().hex[:10]}"
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # noqa: BLE001 - any failure means no usable server
+        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL} (set LOAXA_TEST_PG_URL): {exc.__class__.__name__}")
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def basic(username: str, password: str) -> dict[str, str]:

@@ -22,7 +22,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import JSON, String, case, cast, func, literal, null, select, type_coerce, union_all
+from sqlalchemy import JSON, BigInteger, String, case, cast, func, literal, null, select, type_coerce, union_all
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -53,9 +53,10 @@ REFRESH_OVERLAP_MS = 2_000  # events received this close to the watermark are fo
 
 
 def _json_field(db: Session, key: str):
-    """SQL: an integer field of the event body (JSON kept as text)."""
+    """SQL: an integer field of the event body (JSON kept as text); BIGINT, since times are in ms."""
     if db.get_bind().dialect.name == "postgresql":
-        return cast(Event.body, JSONB)[key].as_integer()
+        # as_integer() casts to INTEGER, which a millisecond timestamp overflows on PostgreSQL.
+        return cast(cast(Event.body, JSONB)[key].as_string(), BigInteger)
     return type_coerce(Event.body, JSON)[key].as_integer()
 
 
@@ -216,8 +217,8 @@ def broadcast_hours(db: Session, visible: set[str], since_ms: int, until_ms: int
     for area_id, _item, ts, longest, total in rows:
         key = (area_id, period_key(datetime.fromtimestamp(ts / 1000, tz).date(), period))
         cell = table.setdefault(key, [0.0, 0.0])
-        cell[0] += (longest or 0) / 3_600_000
-        cell[1] += (total or 0) / 3_600_000
+        cell[0] += int(longest or 0) / 3_600_000
+        cell[1] += int(total or 0) / 3_600_000  # PostgreSQL sums BIGINT as NUMERIC (a Decimal)
     periods = sorted({p for _, p in table})
     area_ids = sorted({a for a, _ in table})
     return {"periods": periods, "areas": area_ids,

@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import uuid
-
 import pytest
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, inspect
 
 from controller import config as cfg
 from controller import create_app, db
 
+from helpers import pg_database
+
 TABLES = {"areas", "receivers", "users", "media", "bulletins", "programme_items", "publications", "events", "faults"}
-PG_ADMIN_URL = os.environ.get("LOAXA_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-
-
-def _pg_database():
-    """A fresh PostgreSQL database for one test, or a skip that says why there is none."""
-    try:
-        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
-        with admin.connect() as conn:
-            name = f"loaxa_{uuid.uuid4().hex[:10]}"
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # noqa: BLE001 - any failure means no usable server
-        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL} (set LOAXA_TEST_PG_URL): {exc.__class__.__name__}")
-    return admin, name, PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -32,11 +18,8 @@ def database_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'm.db'}"
         return
-    admin, name, url = _pg_database()
-    yield url
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with pg_database() as url:
+        yield url
 
 
 def test_migrations_create_the_schema_and_are_idempotent(database_url):

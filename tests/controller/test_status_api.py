@@ -13,6 +13,8 @@ from helpers import basic
 USERS = {"admin": None, "man-qd": "qd", "op-phu": "qd/phu", "op-an": "qd/an", "appr-phu": "qd/phu",
          "viewer": None}
 
+ON_BOTH_DATABASES = True  # the dashboards' JSON and date SQL differ between the two
+
 
 def _fault_ids(app) -> dict[str, int]:
     with session_scope(app) as db:

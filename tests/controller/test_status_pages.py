@@ -14,6 +14,8 @@ from controller.services.telemetry import Telemetry
 from schedules import events, topics
 from schedules.events import now_ms
 
+ON_BOTH_DATABASES = True  # the dashboards' JSON and date SQL differ between the two
+
 
 def _csrf(html: str) -> str:
     return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
