@@ -13,6 +13,8 @@ ADMIN = basic("admin", "pw-admin")
 MANAGER = basic("man-qd", "pw-man-qd")
 OP_PHU = basic("op-phu", "pw-op-phu")
 
+ON_BOTH_DATABASES = True
+
 
 def test_area_tree_is_data(prog, client):
     made = client.post("/api/v1/areas", json={"id": "qd/moi", "name": "Xã Mới", "level": "commune", "parent": "qd"},

@@ -10,6 +10,8 @@ from helpers import basic, tone, wait_until
 
 ADMIN = basic("admin", "pw-admin")
 
+ON_BOTH_DATABASES = True
+
 
 def _ready_bulletin(client, tmp_path, headers=ADMIN, area="qd/phu") -> int:
     data = tone(tmp_path / "b.mp3", 2).read_bytes()

@@ -32,6 +32,8 @@ MANAGER = basic("man-qd", "pw-man-qd")
 OP_PHU = basic("op-phu", "pw-op-phu")
 ADMIN = basic("admin", "pw-admin")
 
+ON_BOTH_DATABASES = True
+
 
 def _count(app, model) -> int:
     with session_scope(app) as s:

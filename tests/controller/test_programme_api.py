@@ -20,6 +20,8 @@ APPROVER = basic("appr-phu", "pw-appr-phu")
 MANAGER = basic("man-qd", "pw-man-qd")
 VIEWER = basic("viewer", "pw-viewer")
 
+ON_BOTH_DATABASES = True
+
 
 def _count(app, model) -> int:
     with session_scope(app) as db:
