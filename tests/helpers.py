@@ -47,6 +47,16 @@ def pg_database():
         admin.dispose()
 
 
+def count_rows(app, model) -> int:
+    """How many rows ``model``'s table holds (to show a refused request stored nothing)."""
+    from sqlalchemy import func, select
+
+    from controller.db import session_scope
+
+    with session_scope(app) as db:
+        return db.scalar(select(func.count()).select_from(model))
+
+
 def basic(username: str, password: str) -> dict[str, str]:
     """An Authorization header for HTTP Basic."""
     token = base64.b64encode(f"{username}:{password}".encode()).decode()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import wraps
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy import select
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -71,6 +71,16 @@ def require(role: str):
         return inner
 
     return wrap
+
+
+def json_body(*, optional: bool = False) -> dict:
+    """The request's JSON object; 400 ``request.not_json`` otherwise (an empty body is ``{}`` if ``optional``)."""
+    data = request.get_json(silent=True)
+    if data is None and optional and not request.get_data():
+        return {}
+    if not isinstance(data, dict):
+        raise ApiError(400, "request.not_json", "body must be a JSON object", "Dữ liệu gửi lên không hợp lệ.")
+    return data
 
 
 def area_or_404(area_id: str) -> Area:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import re
 
-from flask import jsonify, request
+from flask import jsonify
 from sqlalchemy import select
 
 from controller import auth
-from controller.api import bp, check_area, require
+from controller.api import bp, check_area, json_body, require
 from controller.db import get_db
 from controller.errors import FORBIDDEN, ApiError
 from controller.models import AREA_LEVELS, ROLES, Area, ProgrammeItem, Receiver, SessionTemplateRow, User
@@ -22,13 +22,6 @@ _AREA_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}(/[a-z0-9][a-z0-9-]{0,40}){0,3}$
 _USERNAME = re.compile(r"^[A-Za-z0-9._-]{3,80}$")
 
 
-def _body() -> dict:
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        raise ApiError(400, "request.not_json", "body must be a JSON object", "Dữ liệu gửi lên không hợp lệ.")
-    return data
-
-
 def _area_json(a: Area) -> dict:
     return {"id": a.id, "name": a.name, "level": a.level, "parent": a.parent_id,
             "require_distinct_approver": a.require_distinct_approver}
@@ -38,7 +31,7 @@ def _area_json(a: Area) -> dict:
 @require("manager")
 def create_area(principal):
     """Add an area under a parent the caller manages (the root only for administrators)."""
-    data = _body()
+    data = json_body()
     db = get_db()
     area_id, name, level = str(data.get("id", "")), str(data.get("name", "")).strip(), str(data.get("level", ""))
     parent_id = data.get("parent")
@@ -68,7 +61,7 @@ def create_area(principal):
 @require("manager")
 def update_area(principal, area_id: str):
     """Rename an area or change whether its items need a second person to approve."""
-    data = _body()
+    data = json_body()
     db = get_db()
     area = check_area(principal, area_id)
     if "name" in data:
@@ -90,7 +83,7 @@ def merge_area(principal, area_id: str):
 
     Receivers get a new signed conf listing their new scopes; the manifests are rebuilt.
     """
-    data = _body()
+    data = json_body()
     db = get_db()
     source = check_area(principal, area_id)
     target = check_area(principal, str(data.get("into", "")))
@@ -158,7 +151,7 @@ def _check_grant(principal: auth.Principal, role: str, area_id: str | None) -> N
 @require("manager")
 def create_user(principal):
     """Add a user with a role limited to an area the caller manages."""
-    data = _body()
+    data = json_body()
     db = get_db()
     username, password = str(data.get("username", "")), str(data.get("password", ""))
     role, area_id = str(data.get("role", "operator")), data.get("area")
@@ -184,7 +177,7 @@ def create_user(principal):
 @require("manager")
 def update_user(principal, user_id: int):
     """Change a user's role, area, password or active flag (never above the caller's own powers)."""
-    data = _body()
+    data = json_body()
     db = get_db()
     user = db.get(User, user_id)
     if user is None or (user.area_id is None and principal.area_id is not None) or \

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from urllib.parse import urlsplit, urlunsplit
 
-from flask import Response, current_app, jsonify, request
+from flask import Response, current_app, jsonify
 
 from controller import auth
 from controller import keys as keys_mod
-from controller.api import bp, check_area, require
+from controller.api import bp, check_area, json_body, require
 from controller.api.receivers import receiver_json
 from controller.db import get_db
 from controller.errors import ApiError
@@ -22,15 +22,6 @@ from schedules.events import now_ms
 
 logger = logging.getLogger(__name__)
 SINKS = ("alsa", "file", "null")
-
-
-def _body() -> dict:
-    data = request.get_json(silent=True)
-    if data is None and not request.get_data():
-        return {}
-    if not isinstance(data, dict):
-        raise ApiError(400, "request.not_json", "body must be a JSON object", "Dữ liệu gửi lên không hợp lệ.")
-    return data
 
 
 def _receiver_in_scope(principal: auth.Principal, rx_id: str) -> Receiver:
@@ -78,7 +69,7 @@ def create_receiver(principal):
 
     It gets its credentials when its bundle is downloaded (``POST /receivers/ID/bundle``).
     """
-    data = _body()
+    data = json_body(optional=True)
     db = get_db()
     rx_id = str(data.get("id", "")).strip()
     if not provisioning.RX_ID.match(rx_id):
@@ -101,7 +92,7 @@ def create_receiver(principal):
 @require("manager")
 def update_receiver(principal, rx_id: str):
     """Rename, place on the map (lat, lon) or move to another area the caller manages."""
-    data = _body()
+    data = json_body(optional=True)
     db = get_db()
     rx = _receiver_in_scope(principal, rx_id)
     if "name" in data:
@@ -141,7 +132,7 @@ def receiver_bundle(principal, rx_id: str):
     Body (optional): ``{"sink": "alsa"|"file"|"null"}``. The box's previous token and broker
     password stop working: a bundle is a re-install.
     """
-    data = _body()
+    data = json_body(optional=True)
     db = get_db()
     rx = _receiver_in_scope(principal, rx_id)
     if rx.retired_ms is not None:

@@ -25,7 +25,7 @@ from controller.db import session_scope
 from controller.models import AuditEntry, MissedPlay, Receiver
 from controller.services import asrun, brokerauth, health
 
-from helpers import basic, make_config, seed_district, wait_until
+from helpers import basic, count_rows, make_config, seed_district, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 MANAGER = basic("man-qd", "pw-man-qd")
@@ -33,11 +33,6 @@ OP_PHU = basic("op-phu", "pw-op-phu")
 ADMIN = basic("admin", "pw-admin")
 
 ON_BOTH_DATABASES = True
-
-
-def _count(app, model) -> int:
-    with session_scope(app) as s:
-        return s.query(model).count()
 
 
 def _bundle(resp) -> dict[str, bytes]:
@@ -72,26 +67,26 @@ def test_register_place_and_move_a_receiver(prog, client):
     ({"id": "phu-1", "area": "qd/phu"}, 409, "receiver.exists"),
 ])
 def test_bad_registrations_are_refused_and_store_nothing(prog, client, body, status, code):
-    before = _count(prog, Receiver), _count(prog, AuditEntry)
+    before = count_rows(prog, Receiver), count_rows(prog, AuditEntry)
     resp = client.post("/api/v1/receivers", headers=MANAGER, json=body)
     assert (resp.status_code, resp.json["error"]["code"]) == (status, code)
     assert resp.json["error"]["message_vi"]
-    assert (_count(prog, Receiver), _count(prog, AuditEntry)) == before
+    assert (count_rows(prog, Receiver), count_rows(prog, AuditEntry)) == before
 
 
 def test_roles_and_scopes_refuse_fleet_changes(prog, client):
-    before = _count(prog, AuditEntry)
+    before = count_rows(prog, AuditEntry)
     # An operator manages no boxes, even in its own commune.
     assert client.post("/api/v1/receivers", headers=OP_PHU, json={"id": "phu-9", "area": "qd/phu"}).status_code == 403
     assert client.post("/api/v1/receivers/phu-1/bundle", headers=OP_PHU).status_code == 403
     assert client.post("/api/v1/receivers/phu-1/retire", headers=OP_PHU).status_code == 403
     assert client.patch("/api/v1/receivers/phu-1", headers=OP_PHU, json={"name": "x"}).status_code == 403
     assert client.post("/api/v1/receivers/phu-1/retire").status_code == 401
-    assert _count(prog, AuditEntry) == before
+    assert count_rows(prog, AuditEntry) == before
     # A manager of another commune sees none of this one's boxes (404, not 403: ids are not revealed).
     client.post("/api/v1/users", headers=ADMIN, json={"username": "man-an", "password": "pw-man-an",
                                                       "role": "manager", "area": "qd/an"})
-    before = _count(prog, AuditEntry)
+    before = count_rows(prog, AuditEntry)
     man_an = basic("man-an", "pw-man-an")
     assert client.post("/api/v1/receivers/phu-1/bundle", headers=man_an).status_code == 404
     assert client.post("/api/v1/receivers/phu-1/retire", headers=man_an).status_code == 404
@@ -99,7 +94,7 @@ def test_roles_and_scopes_refuse_fleet_changes(prog, client):
     assert client.post("/api/v1/receivers", headers=man_an, json={"id": "phu-9", "area": "qd/phu"}).status_code == 404
     # ...nor moves its own box into another commune.
     assert client.patch("/api/v1/receivers/an-1", headers=man_an, json={"area": "qd/phu"}).status_code == 404
-    assert _count(prog, AuditEntry) == before
+    assert count_rows(prog, AuditEntry) == before
     with session_scope(prog) as s:
         assert s.get(Receiver, "phu-1").retired_ms is None and s.get(Receiver, "an-1").area_id == "qd/an"
 
@@ -173,7 +168,7 @@ def test_retired_receivers_are_not_expected_to_play(prog, client):
     assert due() == {"phu-1", "an-1"}
     client.post("/api/v1/receivers/an-1/retire", headers=MANAGER)
     assert due() == {"phu-1"}
-    assert _count(prog, MissedPlay) == 0
+    assert count_rows(prog, MissedPlay) == 0
 
 
 def _connect(port: int, username: str, password: str) -> int:

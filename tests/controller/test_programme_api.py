@@ -5,12 +5,10 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
-
 from controller.db import session_scope
 from controller.models import Area, AuditEntry, ProgrammeItem
 
-from helpers import basic
+from helpers import basic, count_rows
 
 TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 ADMIN = basic("admin", "pw-admin")
@@ -21,11 +19,6 @@ MANAGER = basic("man-qd", "pw-man-qd")
 VIEWER = basic("viewer", "pw-viewer")
 
 ON_BOTH_DATABASES = True
-
-
-def _count(app, model) -> int:
-    with session_scope(app) as db:
-        return db.scalar(select(func.count()).select_from(model))
 
 
 def next_weekday() -> date:
@@ -103,7 +96,7 @@ def test_bad_items_are_refused_and_nothing_is_saved(prog, client):
                        json={"bulletin_id": 1, "targets": ["qd/an"], "session": "evening", "mode": "daily"})
     assert resp.status_code == 404
     assert client.post("/api/v1/programme/items", headers=VIEWER, json={}).status_code == 403
-    assert _count(prog, ProgrammeItem) == 0 and _count(prog, AuditEntry) == 0
+    assert count_rows(prog, ProgrammeItem) == 0 and count_rows(prog, AuditEntry) == 0
 
 
 def test_approval_rules_and_audit(prog, client):
