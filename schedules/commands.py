@@ -1,4 +1,4 @@
-"""Signed commands on ``cmd/<scope>``: emergency play, stop, volume, resync.
+"""Signed commands on ``cmd/<scope>``: emergency play, stop, volume, resync, test tone.
 
 A command body (signed like a manifest, :mod:`schedules.signing`) is::
 
@@ -20,6 +20,9 @@ Actions and their ``args``:
 - ``stop``: ends what plays now (an emergency included).
 - ``volume``: ``volume`` (0-100) for the programme from now on.
 - ``resync``: re-subscribe, resend pending events and a heartbeat.
+- ``test_tone``: ``duration_s`` (1-30, default 5), ``frequency_hz`` (100-4000,
+  default 1000): a sine at the programme volume, pre-empting the programme but
+  never an emergency (a receiver playing one refuses it, ``cmd.busy``).
 """
 
 from __future__ import annotations
@@ -31,7 +34,11 @@ from typing import Any
 
 from schedules.manifest import ManifestError, MediaRef, parse_item
 
-ACTIONS = ("emergency", "stop", "volume", "resync")
+ACTIONS = ("emergency", "stop", "volume", "resync", "test_tone")
+TONE_DURATION_S = (1, 30, 5)
+"""``test_tone`` ``duration_s``: minimum, maximum, default."""
+TONE_FREQUENCY_HZ = (100, 4000, 1000)
+"""``test_tone`` ``frequency_hz``: minimum, maximum, default."""
 TS_TOLERANCE_MS = 5 * 60 * 1000
 """How far a command's ``ts`` may be from the receiver's clock, either way."""
 MAX_TTL_MS = 24 * 3600 * 1000
@@ -81,6 +88,18 @@ class Command:
         value = self.args.get("volume")
         return value if isinstance(value, int) else None
 
+    @property
+    def tone_duration_s(self) -> int:
+        """A ``test_tone``'s duration in seconds (validated by :meth:`from_body`; default 5)."""
+        value = self.args.get("duration_s")
+        return value if isinstance(value, int) else TONE_DURATION_S[2]
+
+    @property
+    def tone_frequency_hz(self) -> int:
+        """A ``test_tone``'s frequency in Hz (validated by :meth:`from_body`; default 1000)."""
+        value = self.args.get("frequency_hz")
+        return value if isinstance(value, int) else TONE_FREQUENCY_HZ[2]
+
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> Command:
         """Validate the shape of a verified body; raises CommandError (``cmd.*`` codes)."""
@@ -108,6 +127,12 @@ class Command:
                 raise CommandError("cmd.malformed", "volume must be an integer 0-100")
         if action == "emergency":
             _emergency_item(command)
+        if action == "test_tone":
+            for name, (low, high, _default) in (("duration_s", TONE_DURATION_S), ("frequency_hz", TONE_FREQUENCY_HZ)):
+                value = args.get(name)
+                if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                          or not low <= value <= high):
+                    raise CommandError("cmd.malformed", f"{name} must be an integer {low}-{high}")
         return command
 
     def check_time(self, now_ms: int, tolerance_ms: int = TS_TOLERANCE_MS) -> None:
