@@ -308,7 +308,7 @@ class Agent:
             "disk_free_bytes": disk_free,
             "clock_offset_ms": None if offset is None else round(offset, 1),
             "temperature_c": temperature,
-            "network": health.network_type(),
+            "network": health.network(),
         }
         self._set_fault("clock_unsynchronised", offset is not None and abs(offset) > health.CLOCK_FAULT_MS,
                         offset_ms=offset)
