@@ -14,9 +14,9 @@ from sqlalchemy import case, func, select
 
 from controller import auth
 from controller.db import get_db
-from controller.models import ROLES, Area, Event, ProgrammeItem, Receiver
+from controller.models import ROLES, Area, Event, Fault, ProgrammeItem, Receiver
 from controller.runtime import services
-from controller.services import areas
+from controller.services import areas, health
 from controller.services.health import in_fleet
 from controller.services.programme import (
     LIVE_STATUSES,
@@ -124,9 +124,57 @@ def overview():
     rows = [{"item": i, "area_id": area_id, "wire": i.id, "played": played.get(i.id, 0),
              "expected": rx_per_area.get(area_id, 0) - len(i.exclude), "state": _item_state(i, now)}
             for area_id, i in occurrences]
+    tz = ZoneInfo(current_app.config["TIMEZONE"])
     return render_template("overview.html", principal=principal, receivers=receivers, rows=rows, total=total,
                            area_names=area_names, online=online, now=now, is_online=is_online,
-                           local_time=local_time)
+                           local_time=local_time, summary=health.summary(db, visible, now),
+                           areas=_area_panel(db, visible, nodes, programme, rows, now, tz))
+
+
+def _area_panel(db, visible: set[str], nodes, programme, rows: list[dict], now: int, tz: ZoneInfo) -> list[dict]:
+    """Per area with clusters: ok / fault / offline (its own and those below), today's sessions, what plays now,
+    open faults. Areas with no cluster are left out; at most 300 rows."""
+    from schedules.planner import session_slots
+
+    parent = {n.id: n.parent_id for n in nodes}
+    by_id = {n.id: n for n in nodes}
+    status: dict[str, dict[str, int]] = {}
+    for area_id, counts in health.per_area(db, visible, now).items():
+        node: str | None = area_id
+        while node is not None and node in visible:  # a district shows its communes' clusters too
+            acc = status.setdefault(node, {"total": 0, "ok": 0, "fault": 0, "offline": 0})
+            for key, value in counts.items():
+                acc[key] += value
+            node = parent.get(node)
+    faults: dict[str, int] = {}
+    for area_id, n in db.execute(select(Receiver.area_id, func.count()).join(Fault, Fault.rx_id == Receiver.id)
+                                 .where(in_fleet(visible), Fault.cleared_ms.is_(None)).group_by(Receiver.area_id)):
+        node = area_id
+        while node is not None and node in visible:
+            faults[node] = faults.get(node, 0) + n
+            node = parent.get(node)
+    playing: dict[str, list[str]] = {}
+    for r in rows:
+        if r["state"] == "playing":
+            playing.setdefault(r["area_id"], []).append(r["item"].title)
+    today = datetime.fromtimestamp(now / 1000, tz).date()
+    names = {a.id: a.name for a in db.scalars(select(Area).where(Area.id.in_(list(status))))}
+    panel = []
+    for area_id in sorted(status, key=lambda a: (a.count("/"), names.get(a, a)))[:300]:
+        node = by_id.get(area_id)
+        slots = session_slots(node, programme, today, tz) if node is not None else []
+        chain, up = [], area_id  # what plays here now: this area's items and those of the areas above
+        while up is not None:
+            chain += playing.get(up, [])
+            up = parent.get(up)
+        counts = status[area_id]
+        total = counts["total"] or 1
+        panel.append({"id": area_id, "name": names.get(area_id, area_id), "counts": counts,
+                      "pct": {k: round(100 * counts[k] / total, 1) for k in ("ok", "fault", "offline")},
+                      "sessions": [{"name": s.name, "start_ms": s.start_ms, "end_ms": s.end_ms,
+                                    "now": s.start_ms <= now < s.end_ms} for s in slots],
+                      "playing": chain, "faults": faults.get(area_id, 0)})
+    return panel
 
 
 @bp.get("/receivers/<rx_id>")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -295,3 +297,20 @@ def test_broadcast_time_labels_never_round_a_play_to_nothing(app):
 
     with app.test_request_context("/reports"):
         assert [_hours_label(h) for h in (2.5, 0.25, 20 / 3600)] == ["2.5 giờ", "15 phút", "20 giây"]
+
+
+def test_overview_shows_each_area_with_its_clusters_sessions_and_faults(watched, client):
+    _login(client, "man-qd")
+    html = client.get("/").text
+    rows = dict(re.findall(r'<tr data-area="([^"]+)">(.*?)</tr>', html, re.S))
+    assert list(rows) == ["qd", "qd/an", "qd/phu"]  # the district first, then its communes
+    counts = {a: re.search(r'data-ok="(\d+)" data-fault="(\d+)" data-offline="(\d+)"', r).groups()
+              for a, r in rows.items()}
+    # phu-1 and an-1 beat and have an open fault each; phu-2 never beat.
+    assert counts == {"qd": ("0", "2", "1"), "qd/an": ("0", "1", "0"), "qd/phu": ("0", "1", "1")}
+    assert 'href="/faults?area=qd/phu">1<' in rows["qd/phu"] and 'href="/faults?area=qd">2<' in rows["qd"]
+    assert 'id="fault-count">2<' in html
+    if datetime.now(ZoneInfo("Asia/Ho_Chi_Minh")).weekday() < 6:  # communes broadcast Monday to Saturday
+        assert "Buổi sáng 05:30–06:30" in rows["qd/phu"] and "Buổi chiều 17:00–18:00" in rows["qd/phu"]
+    _login(client, "op-an")
+    assert re.findall(r'<tr data-area="([^"]+)">', client.get("/").text) == ["qd/an"]
