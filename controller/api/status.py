@@ -76,8 +76,9 @@ def api_clusters(principal):
     return jsonify({"summary": health.summary(get_db(), visible, now), "total": table.total, "page": table.page,
                     "pages": table.pages, "per_page": table.per_page,
                     "clusters": [{k: r[k] for k in ("id", "name", "area_id", "status", "last_seen_ms", "lat", "lon",
-                                                    "offset", "signal", "version", "volume", "temperature",
-                                                    "playing")} for r in table.rows]})
+                                                    "offset", "signal", "signal_pct", "network", "network_tech",
+                                                    "version", "volume", "temperature", "playing")}
+                                 for r in table.rows]})
 
 
 @bp.get("/clusters/<rx_id>/history")

@@ -31,17 +31,31 @@ STATUS_COLOUR = {"ok": "#2b9348", "fault": "#f4a261", "offline": "#9aa0a6"}
 # Heartbeat field names seen from agents and vendors' boxes, first match wins.
 OFFSET_KEYS = ("clock_offset_ms", "offset_ms", "clock_offset")
 TEMP_KEYS = ("temperature_c", "temp_c", "temperature")
-SIGNAL_KEYS = ("signal_dbm", "rssi_dbm", "signal")
+SIGNAL_KEYS = ("signal_dbm", "rssi_dbm", "signal", ("network", "rssi_dbm"))  # a key or a path into the beat
+NETWORK_TYPES = {"cellular": "4G", "wifi": "Wi-Fi", "ethernet": "LAN"}
 VOLUME_KEYS = ("volume", "volume_pct")
 VERSION_KEYS = ("version", "sw_version", "software_version", "agent_version")
 
 
-def _number(hb: dict[str, Any], keys: tuple[str, ...]) -> float | None:
+def _number(hb: dict[str, Any], keys: tuple) -> float | None:
     for key in keys:
-        value = hb.get(key)
+        value = hb.get(key) if isinstance(key, str) else _at(hb, key)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             return float(value)
     return None
+
+
+def _at(doc: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        doc = doc.get(key) if isinstance(doc, dict) else None
+    return doc
+
+
+def signal_pct_from_dbm(dbm: float | None) -> float | None:
+    """Signal quality in % from an RSSI in dBm (-113 dBm = 0 %, -51 dBm = 100 %, as 3GPP's CSQ scale)."""
+    if dbm is None:
+        return None
+    return max(0.0, min(100.0, (dbm + 113) * 100 / 62))
 
 
 def hb_fields(hb: dict[str, Any] | None) -> dict[str, Any]:
@@ -49,10 +63,16 @@ def hb_fields(hb: dict[str, Any] | None) -> dict[str, Any]:
     hb = hb or {}
     version = next((str(hb[k])[:40] for k in VERSION_KEYS if hb.get(k) is not None), None)
     disk = hb.get("disk_free_bytes")
+    signal_dbm = _number(hb, SIGNAL_KEYS)
+    net = hb.get("network") if isinstance(hb.get("network"), dict) else {}
+    pct = _number(net, ("signal_pct",))
     return {
         "offset_ms": _number(hb, OFFSET_KEYS),
         "temperature_c": _number(hb, TEMP_KEYS),
-        "signal_dbm": _number(hb, SIGNAL_KEYS),
+        "signal_dbm": signal_dbm,
+        "signal_pct": pct if pct is not None else signal_pct_from_dbm(signal_dbm),
+        "network": NETWORK_TYPES.get(net.get("type"), net.get("type")) if isinstance(net.get("type"), str) else None,
+        "network_tech": str(net["tech"])[:20] if isinstance(net.get("tech"), str) else None,
         "volume": _number(hb, VOLUME_KEYS),
         "version": version,
         "uptime_s": _number(hb, ("uptime_s",)),
@@ -208,8 +228,8 @@ def clusters(db: Session, visible: set[str], now: int, *, status: str | None = N
     return ClusterPage(rows, total, page, pages, per_page)
 
 
-def _hb_value(db: Session, keys: tuple[str, ...], as_text: bool = False):
-    """SQL: the first of ``keys`` present in the latest heartbeat (JSON kept as text)."""
+def _hb_value(db: Session, keys: tuple, as_text: bool = False):
+    """SQL: the first of ``keys`` (names, or paths as tuples) present in the latest heartbeat (JSON kept as text)."""
     pg = db.get_bind().dialect.name == "postgresql"
     doc = cast(Receiver.last_hb, JSONB) if pg else type_coerce(Receiver.last_hb, JSON)
     values = [doc[k].as_string() if as_text else doc[k].as_float() for k in keys]
@@ -227,8 +247,8 @@ def _sort_column(db: Session, sort: str, online, faulty):
         return case((~online, 2), (faulty, 1), else_=0)
     if sort == "offset":
         return func.abs(_hb_value(db, OFFSET_KEYS))
-    if sort == "signal":
-        return _hb_value(db, SIGNAL_KEYS)
+    if sort == "signal":  # by quality in %: what ModemManager gives, else from the RSSI as in hb_fields
+        return func.coalesce(_hb_value(db, (("network", "signal_pct"),)), (_hb_value(db, SIGNAL_KEYS) + 113) * 100 / 62)
     if sort == "volume":
         return _hb_value(db, VOLUME_KEYS)
     return _hb_value(db, VERSION_KEYS, as_text=True)
@@ -243,7 +263,9 @@ def _row(r) -> dict[str, Any]:
     return {"id": r.id, "name": r.name, "area_id": r.area_id, "last_seen_ms": r.last_seen_ms,
             "lat": r.lat, "lon": r.lon, "status": status_of(bool(r.on), bool(r.faulty)),
             "offset": fields["offset_ms"], "abs_offset": abs(fields["offset_ms"]) if fields["offset_ms"] is not None
-            else None, "signal": fields["signal_dbm"], "version": fields["version"], "volume": fields["volume"],
+            else None, "signal": fields["signal_dbm"], "signal_pct": fields["signal_pct"],
+            "network": fields["network"], "network_tech": fields["network_tech"],
+            "version": fields["version"], "volume": fields["volume"],
             "temperature": fields["temperature_c"], "playing": fields["playing"]}
 
 

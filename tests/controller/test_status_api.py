@@ -7,6 +7,9 @@ from test_status_pages import watched  # noqa: F401  (the fixture: receivers hea
 
 from controller.db import session_scope
 from controller.models import Fault, FaultAck
+from controller.services.telemetry import Telemetry
+from schedules import events, topics
+from schedules.events import now_ms
 
 from helpers import basic
 
@@ -99,3 +102,21 @@ def test_asrun_json_and_csv(watched, client):  # noqa: F811
 def test_openapi_lists_the_status_paths(client):
     paths = client.get("/api/v1/openapi.json").json["paths"]
     assert {"/api/v1/clusters", "/api/v1/faults", "/api/v1/faults/{id}/ack", "/api/v1/reports/as-run"} <= set(paths)
+
+
+def test_network_and_signal_from_the_receivers_heartbeat(watched, client):  # noqa: F811
+    """The agent reports ``network: {type, signal_pct, rssi_dbm, tech}``; older beats a top-level ``signal_dbm``."""
+    tele = Telemetry(watched)
+    tele.handle(topics.rx_hb("an-1"), events.encode({"v": 1, "rx": "an-1", "ts": now_ms(), "network": {
+        "type": "cellular", "signal_pct": 90, "rssi_dbm": None, "tech": "lte"}}))
+    tele.handle(topics.rx_hb("phu-2"), events.encode({"v": 1, "rx": "phu-2", "ts": now_ms(), "network": {
+        "type": "wifi", "signal_pct": None, "rssi_dbm": -100, "tech": None}}))
+    h = basic("admin", "pw-admin")
+    rows = client.get("/api/v1/clusters?sort=signal", headers=h).json["clusters"]
+    # phu-1's last beat said -72 dBm (66 %), phu-2 -100 dBm (21 %), an-1 90 %.
+    assert [r["id"] for r in rows] == ["phu-2", "phu-1", "an-1"]
+    assert [r["id"] for r in client.get("/api/v1/clusters?sort=signal&dir=desc", headers=h).json["clusters"]] \
+        == ["an-1", "phu-1", "phu-2"]
+    an = next(r for r in rows if r["id"] == "an-1")
+    assert (an["network"], an["network_tech"], an["signal_pct"], an["signal"]) == ("4G", "lte", 90.0, None)
+    assert next(r for r in rows if r["id"] == "phu-2")["signal"] == -100.0
