@@ -22,8 +22,11 @@ Commands (:mod:`schedules.commands`) are verified (signature, kind and scope,
 ``ts`` window, expiry, nonce) and every refusal is reported as a
 ``command.refused`` event. An ``emergency`` pre-empts the item playing (which
 is then rejoined where the schedule stands), ``stop`` ends what plays,
-``volume`` sets the programme volume, ``resync`` re-subscribes and resends.
-While an item plays, the output's position is held to the system clock
+``volume`` sets the programme volume, ``resync`` re-subscribes and resends,
+``test_tone`` plays a sine at the programme volume (:meth:`Agent.play_tone`).
+Relay items play a live stream (:meth:`Agent.play_relay`); a decoder that dies
+in the middle of an item is restarted where the item stands and reported as
+the ``player_crashed`` fault. While an item plays, the output's position is held to the system clock
 (:meth:`Agent._correct_drift`); the amplifier relay is switched around
 sessions (:mod:`receiver.hardware`); systemd gets READY/WATCHDOG
 (:mod:`receiver.systemd`).
@@ -43,7 +46,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from receiver import __version__, health, systemd
+from receiver import __version__, health, systemd, tone
 from receiver.cache import DownloadCancelled, DownloadError, MediaCache, write_atomic
 from receiver.config import ReceiverConfig
 from receiver.decoder import Decoder, DecoderError
@@ -51,6 +54,7 @@ from receiver.hardware import Hardware, HardwareError
 from receiver.mqtt import MqttSession
 from receiver.nonces import NonceStore
 from receiver.outbox import Outbox
+from receiver.relay import RETRY_MIN_S, RelayStream
 from receiver.sinks import Output, Sink, SinkError, make_sink
 from schedules import events, topics
 from schedules.commands import TS_TOLERANCE_MS, Command, CommandError
@@ -76,6 +80,18 @@ DOWNLOAD_RETRY_MIN_S = 5.0
 DOWNLOAD_RETRY_MAX_S = 300.0
 IDLE_WAIT_S = 60.0
 PLAYED_MEMORY_MS = 24 * 3600 * 1000
+MAX_DECODER_RESTARTS = 3
+"""A decoder that dies more often than this in one item ends the item (``decoder_error``): a bad file, not bad luck."""
+CRASH_END_MARGIN_MS = 500
+"""A decoder that dies this close to the end of its media has finished, not crashed."""
+RELAY_BUFFER_MS = 500
+"""Stream audio buffered before it plays (at the start and after every underrun): absorbs network jitter."""
+RELAY_RETURN_S = 3.0
+"""While the fallback plays, the stream must have delivered audio this long without a break before it takes over."""
+RELAY_STALL_S = 5.0
+"""A stream silent this long while the player has nothing left is restarted (at most half the fallback grace)."""
+RELAY_RETRY_MAX_S = 4.0
+"""Longest wait between reconnection attempts (at most half the fallback grace, so a stream that is back is found)."""
 
 
 @dataclass
@@ -99,6 +115,16 @@ class _Emergency:
     command: Command
     item: Item
     volume: int
+
+
+@dataclass
+class _Tone:
+    """An accepted ``test_tone`` command waiting to play (or playing)."""
+
+    scope: str
+    command: Command
+    duration_s: int
+    frequency_hz: int
 
 
 @dataclass
@@ -174,6 +200,7 @@ class Agent:
         self._prepared: _Prepared | None = None
         self._failures: dict[str, _Failure] = {}
         self._emergency: _Emergency | None = None
+        self._tone: _Tone | None = None
         self._stop_current = threading.Event()
         self._volume: int | None = None
         self._active_faults: set[str] = set()
@@ -528,9 +555,22 @@ class Agent:
         elif command.action == "stop":
             with self._lock:
                 emergency, self._emergency = self._emergency, None
+                pending_tone, self._tone = self._tone, None
             if self._playing is not None:
                 self._stop_current.set()
             ack["stopped"] = self.playing or (emergency.item.id if emergency else None)
+            if pending_tone is not None:
+                self.emit(events.TEST_TONE_FINISHED, scope=pending_tone.scope, nonce=pending_tone.command.nonce,
+                          played_ms=0, end_reason="stopped_by_command")
+        elif command.action == "test_tone":
+            busy = self._emergency_busy()
+            if busy is not None:
+                self._refuse_command(scope, body, "cmd.busy", f"emergency {busy} is playing; no test tone over it")
+                return
+            new = _Tone(scope, command, command.tone_duration_s, command.tone_frequency_hz)
+            with self._lock:
+                self._tone = new
+            ack.update(duration_s=new.duration_s, frequency_hz=new.frequency_hz)
         elif command.action == "volume":
             self._volume = command.volume
             output = self._output
@@ -541,6 +581,16 @@ class Agent:
             self._inbox.put(("connected",))
         self.emit(events.COMMAND_ACK, **ack)
         self._player_wake.set()
+
+    def _emergency_busy(self) -> str | None:
+        """The id of the emergency playing, or about to (accepted and its media here), else None."""
+        playing = self._playing
+        if playing is not None and playing.priority == "emergency":
+            return playing.id
+        emergency = self._emergency
+        if emergency is not None and self.cache.path(emergency.item.media.sha256) is not None:
+            return emergency.item.id
+        return None
 
     @staticmethod
     def _emergency_item(command: Command) -> Item:
@@ -725,6 +775,10 @@ class Agent:
             wait_s = self._emergency_step(emergency, now)
             if wait_s is not None:
                 return wait_s
+        pending_tone = self._tone
+        if pending_tone is not None:
+            self.play_tone(pending_tone)
+            return 0.0
         nxt = self.next_item(now)
         if nxt is None:
             self._discard_prepared()
@@ -736,16 +790,15 @@ class Agent:
             self._discard_prepared()
             warmup_ms = self.config.amp_warmup_s * 1000 if self._amp_waits() else 0
             return max(0.0, min((lead_ms - warmup_ms) / 1000.0, IDLE_WAIT_S, hold_wait))
-        if item.media is None:
-            # Silence (a separator), or a relay with no fallback: nothing to play; its slot stays quiet.
-            self._played[(item.id, item.start_ms)] = item.end_ms
-            if item.kind == "relay":
-                self.emit(events.PLAYBACK_FAILED, item_id=item.id, scope=scope, planned_start_ms=item.start_ms,
-                          code="relay.unsupported",
-                          reason=f"live relay of {item.url} is not supported yet and there is no fallback")
+        if item.kind == "relay" and item.url:
+            if item.media is not None:
+                self.cache.touch(item.media.sha256)
+            self.play_relay(scope, item)
             return 0.0
-        if item.kind == "relay":
-            logger.warning("rx %s: relay %s not supported yet; playing its fallback", self.rx, item.url)
+        if item.media is None:
+            # Silence (a separator): nothing to play; its slot stays quiet.
+            self._played[(item.id, item.start_ms)] = item.end_ms
+            return 0.0
         path = self.cache.path(item.media.sha256)
         if path is None:
             if now < item.start_ms:
@@ -775,6 +828,12 @@ class Agent:
         with self._lock:
             if self._emergency is emergency:
                 self._emergency = None
+            pending_tone = self._tone if path is not None else None
+            if pending_tone is not None:
+                self._tone = None
+        if pending_tone is not None:
+            self.emit(events.TEST_TONE_FINISHED, scope=pending_tone.scope, nonce=pending_tone.command.nonce,
+                      played_ms=0, end_reason="preempted")
         base = {"item_id": emergency.item.id, "scope": emergency.scope, "planned_start_ms": emergency.command.ts}
         if path is None:
             self.emit(
@@ -865,7 +924,8 @@ class Agent:
         return chunk[: len(chunk) - n * frame]
 
     def _interruption(self, item: Item) -> str | None:
-        """Why the item playing must end now: a ``stop`` command, or an emergency ready to play."""
+        """Why the item playing must end now: a ``stop`` command, an emergency ready to play, or a
+        test tone waiting (which pre-empts anything but an emergency)."""
         if self._stop_current.is_set():
             self._stop_current.clear()
             return "stopped_by_command"
@@ -875,6 +935,8 @@ class Agent:
             and emergency.item.id != item.id
             and self.cache.path(emergency.item.media.sha256) is not None
         ):
+            return "preempted"
+        if self._tone is not None and item.priority != "emergency":
             return "preempted"
         return None
 
@@ -897,6 +959,8 @@ class Agent:
         _scope, item = nxt
         if item.start_ms - self.config.preroll_ms > _now_ms():
             return
+        if item.media is None or item.kind == "relay":  # silence, or a stream: nothing to decode ahead
+            return
         path = self.cache.path(item.media.sha256)
         if path is None:
             return
@@ -912,21 +976,52 @@ class Agent:
         if prepared is not None:
             prepared.decoder.close()
 
+    def _open_output(self, item: Item, volume: int) -> Output:
+        """Open the sink for ``item`` at ``volume`` (raising or clearing ``no_audio_device``)."""
+        try:
+            output = self.sink.open(item.id, item.start_ms, SAMPLE_RATE, CHANNELS)
+        except SinkError as exc:
+            self._set_fault("no_audio_device", True, reason=str(exc))
+            raise
+        self._set_fault("no_audio_device", False)
+        output.set_volume(volume)
+        return output
+
+    def _start_point(self, item: Item) -> tuple[int, int]:
+        """``(target_ms, offset_ms)``: play from the start if it is (nearly) now, else join under way."""
+        now = _now_ms()
+        if now - item.start_ms <= LATE_START_TOLERANCE_MS:
+            return item.start_ms, 0
+        target = now + JOIN_LEAD_MS
+        return target, target - item.start_ms
+
+    @staticmethod
+    def _crash(decoder: Decoder) -> str | None:
+        """Why a decoder that stopped giving audio died, or None when it ended cleanly (status 0)."""
+        decoder.close()  # waits for it to exit: its status tells a clean end from a crash
+        status = decoder.returncode
+        if status == 0:
+            return None
+        how = f"killed by signal {-status}" if status is not None and status < 0 else f"exited with status {status}"
+        detail = decoder.errors()
+        return f"ffmpeg {how}" + (f": {detail}" if detail else "")
+
     def play(self, scope: str, item: Item, path: Path, volume: int | None = None) -> None:
         """Play one item at its start (or join it under way), reporting what happened.
 
         A start missed by at most ``LATE_START_TOLERANCE_MS`` (e.g. right after
         the previous item) plays from the beginning; later than that, the item
         is joined at the elapsed offset, as after a restart mid-item.
+
+        When ffmpeg dies in the middle (killed, or a non-zero exit before the
+        media's end), the ``player_crashed`` fault is raised and a new decoder
+        starts where the content stood (at most ``MAX_DECODER_RESTARTS`` times
+        an item). The fault is cleared once an item plays to its end without a
+        crash.
         """
         key = (item.id, item.start_ms)
         self._played[key] = item.end_ms
-        now = _now_ms()
-        if now - item.start_ms <= LATE_START_TOLERANCE_MS:
-            target, offset_ms = item.start_ms, 0
-        else:
-            target = now + JOIN_LEAD_MS
-            offset_ms = target - item.start_ms
+        target, offset_ms = self._start_point(item)
         base = {"item_id": item.id, "scope": scope, "planned_start_ms": item.start_ms}
         prepared, self._prepared = self._prepared, None
         if prepared is not None and (prepared.key != key or offset_ms != 0):
@@ -934,6 +1029,7 @@ class Agent:
             prepared = None
         if target >= item.end_ms:
             return
+        assert item.media is not None
         try:
             if prepared is not None:
                 decoder, buffer = prepared.decoder, prepared.buffer
@@ -958,17 +1054,12 @@ class Agent:
         output: Output | None = None
         started = False
         fed = 0
+        restarts = 0
         end_reason = "complete"
         error = ""
         try:
             # Pre-roll: the output is open and the first second decoded before t0.
-            try:
-                output = self.sink.open(item.id, item.start_ms, SAMPLE_RATE, CHANNELS)
-            except SinkError as exc:
-                self._set_fault("no_audio_device", True, reason=str(exc))
-                raise
-            self._set_fault("no_audio_device", False)
-            output.set_volume(self.volume if volume is None else volume)
+            output = self._open_output(item, self.volume if volume is None else volume)
             if not self._sleep_until(target):
                 return
             self._stop_current.clear()
@@ -992,8 +1083,23 @@ class Agent:
                     buffer = b"" if decoder.eof else decoder.read(chunk_bytes)
                     pos = 0
                     if not buffer:
-                        end_reason = "media_end"
-                        break
+                        position_ms = offset_ms + fed * 1000 // (SAMPLE_RATE * CHANNELS * 2)
+                        crash = self._crash(decoder)
+                        if crash is None or position_ms >= item.media.duration_ms - CRASH_END_MARGIN_MS:
+                            end_reason = "media_end"
+                            break
+                        restarts += 1
+                        logger.error("rx %s: decoder of %s died at %d ms (%s); restart %d", self.rx, item.id,
+                                     position_ms, crash, restarts)
+                        self._set_fault("player_crashed", True, item_id=item.id, reason=crash, offset_ms=position_ms)
+                        if restarts > MAX_DECODER_RESTARTS:
+                            end_reason = "decoder_error"
+                            error = crash
+                            break
+                        # The content goes on where it stopped; the output's short wait for the new decoder
+                        # is made up by the drift correction, as after any late write.
+                        decoder, buffer = self._start_decoder(path, position_ms)
+                        continue
                 chunk = buffer[pos : pos + min(chunk_bytes, max_bytes - fed)]
                 pos += len(chunk)
                 fed += len(chunk)
@@ -1042,9 +1148,285 @@ class Agent:
             "offset_ms": offset_ms,
             "end_reason": end_reason,
         }
+        if restarts:
+            fields["decoder_restarts"] = restarts
         if error:
             fields["error"] = error
         self.emit(events.PLAYBACK_FINISHED, **fields)
+        if end_reason in ("complete", "media_end") and not restarts:
+            self._set_fault("player_crashed", False, item_id=item.id)
+
+    def play_relay(self, scope: str, item: Item, volume: int | None = None) -> None:
+        """Play a relay item: its live stream for the slot, the fallback while the stream stays down.
+
+        The stream (:class:`~receiver.relay.RelayStream`) connects during the
+        pre-roll and reconnects by itself. The output runs for the whole slot
+        and plays silence while no stream audio is buffered. Once the stream has
+        been down for ``relay_fallback_after_s`` the ``stream_unavailable`` fault
+        is raised and, when the item's fallback is in the cache, the fallback
+        plays (a ``relay.fallback`` event says why). The stream keeps being
+        retried meanwhile: once it has delivered audio for ``RELAY_RETURN_S``
+        without a break it takes over again (the live relay is what the slot is
+        for; the fallback only stands in) and the fault is cleared when its audio
+        plays. A later outage in the same slot resumes the fallback where it
+        stopped; a fallback played to its end is not repeated, and the slot then
+        stays quiet until the stream returns.
+
+        Events follow ordinary items: ``playback.started`` at the first audible
+        sample (``source`` = ``stream`` or ``fallback``) and ``playback.finished``
+        whose ``played_ms`` counts stream and fallback audio (``stream_ms``,
+        ``fallback_ms`` and ``silence_ms`` give the split).
+        """
+        key = (item.id, item.start_ms)
+        self._played[key] = item.end_ms
+        self._discard_prepared()
+        target, offset_ms = self._start_point(item)
+        if target >= item.end_ms:
+            return
+        assert item.url is not None
+        base = {"item_id": item.id, "scope": scope, "planned_start_ms": item.start_ms}
+        grace_ms = self.config.relay_fallback_after_s * 1000.0
+        half_grace_s = grace_ms / 2000.0
+        stream = RelayStream(
+            item.url,
+            SAMPLE_RATE,
+            CHANNELS,
+            stall_s=min(RELAY_STALL_S, max(1.0, half_grace_s)),
+            retry_max_s=min(RELAY_RETRY_MAX_S, max(RETRY_MIN_S, half_grace_s)),
+            label=f"{self.rx}/{item.id}",
+        )
+        stream.start()
+        per_ms = SAMPLE_RATE * CHANNELS * 2 / 1000.0
+        chunk_bytes = _frames(CHUNK_MS)
+        jitter_bytes = _frames(RELAY_BUFFER_MS)
+        output: Output | None = None
+        fallback: Decoder | None = None
+        fallback_pos_ms = 0  # where the fallback content stands (resumed there after the stream returns)
+        fallback_done = False
+        buffering = True
+        down_since: float | None = None  # wall-clock ms since when no stream audio played
+        outage_reported = False
+        stream_bytes = fallback_bytes = fed = 0
+        started = False
+        end_reason = "complete"
+        error = ""
+        try:
+            output = self._open_output(item, self.volume if volume is None else volume)
+            if not self._sleep_until(target):
+                return
+            self._stop_current.clear()
+            self._output = output
+            self._playing = item
+            if self._stop.is_set():
+                output.interrupt()
+            max_bytes = _frames(item.end_ms - max(target, _now_ms()))
+            down_since = _now_ms_f()
+            while fed < max_bytes:
+                if self._stop.is_set():
+                    end_reason = "stopped"
+                    break
+                interruption = self._interruption(item)
+                if interruption is not None:
+                    end_reason = interruption
+                    if interruption == "preempted":
+                        self._played.pop(key, None)  # rejoined live after the emergency or test tone
+                    break
+                n = min(chunk_bytes, max_bytes - fed)
+                pcm = b""
+                source = ""
+                if fallback is not None and stream.up_for() >= RELAY_RETURN_S and stream.available() > 0:
+                    logger.info("rx %s: relay %s: the stream is back; leaving the fallback at %d ms", self.rx,
+                                item.id, fallback_pos_ms)
+                    fallback.kill()
+                    fallback.close()
+                    fallback = None
+                if fallback is not None:
+                    stream.keep_latest(jitter_bytes)  # the live edge, ready for when the stream takes over
+                    pcm = b"" if fallback.eof else fallback.read(n)
+                    fallback_pos_ms += int(len(pcm) / per_ms)
+                    if len(pcm) < n:
+                        logger.info("rx %s: relay %s: fallback played to its end; waiting for the stream",
+                                    self.rx, item.id)
+                        fallback.close()
+                        fallback = None
+                        fallback_done = True
+                    if pcm:
+                        source = "fallback"
+                        fallback_bytes += len(pcm)
+                else:
+                    if buffering and stream.available() >= min(jitter_bytes, max_bytes - fed):
+                        buffering = False
+                    if not buffering:
+                        pcm = stream.take(n)
+                        buffering = len(pcm) < n  # ran dry: silence until the jitter buffer is full again
+                    if pcm:
+                        source = "stream"
+                        stream_bytes += len(pcm)
+                        down_since = None
+                        outage_reported = False
+                        self._set_fault("stream_unavailable", False, item_id=item.id, url=item.url)
+                    elif down_since is None:
+                        down_since = _now_ms_f()
+                    if down_since is not None and not outage_reported and _now_ms_f() - down_since > grace_ms:
+                        outage_reported = True
+                        fallback = self._relay_fall_back(
+                            base, item, _now_ms_f() - down_since, stream.last_error, fallback_pos_ms, fallback_done
+                        )
+                fed += n
+                before_ms = output.played_ms
+                output.write(self._correct_drift(output, pcm + bytes(n - len(pcm))))
+                if pcm and not started:
+                    started = True
+                    first = output.first_sample_ms
+                    actual = first + before_ms if first is not None else _now_ms_f()
+                    fields: dict[str, Any] = {"actual_start_ms": int(round(actual)), "offset_ms": offset_ms,
+                                              "priority": item.priority, "kind": "relay", "url": item.url,
+                                              "source": source}
+                    if source == "fallback" and item.media is not None:
+                        fields["sha256"] = item.media.sha256
+                    self.emit(events.PLAYBACK_STARTED, **base, **fields)
+                if item.end_ms - _now_ms() <= self.config.preroll_ms:
+                    self._prepare_following()
+        except Exception as exc:
+            logger.exception("rx %s: relaying %s failed", self.rx, item.id)
+            end_reason = "error"
+            error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self._playing = None
+            self._output = None
+            self._last_play_end_ms = _now_ms()
+            stream.stop()
+            if fallback is not None:
+                fallback.kill()
+                fallback.close()
+            if output is not None:
+                try:
+                    output.close()
+                except Exception:
+                    logger.exception("rx %s: closing the output of %s failed", self.rx, item.id)
+        if not started:
+            if end_reason in ("complete", "error"):
+                reason = error or (f"no audio from {item.url} in the whole slot and no fallback played: "
+                                   f"{stream.last_error or 'no connection'}")
+                code = "relay.unavailable" if end_reason == "complete" else "play.error"
+                self.emit(events.PLAYBACK_FAILED, **base, code=code, url=item.url, reason=reason)
+            return
+        finished: dict[str, Any] = {
+            **base,
+            "played_ms": int(round((stream_bytes + fallback_bytes) / per_ms)),
+            "planned_duration_ms": item.duration_ms,
+            "offset_ms": offset_ms,
+            "end_reason": end_reason,
+            "kind": "relay",
+            "url": item.url,
+            "stream_ms": int(round(stream_bytes / per_ms)),
+            "fallback_ms": int(round(fallback_bytes / per_ms)),
+            "silence_ms": int(round((fed - stream_bytes - fallback_bytes) / per_ms)),
+            "reconnects": max(0, stream.starts - 1),
+        }
+        if error:
+            finished["error"] = error
+        self.emit(events.PLAYBACK_FINISHED, **finished)
+        if end_reason == "complete":
+            self._set_fault("player_crashed", False, item_id=item.id)
+
+    def _relay_fall_back(
+        self, base: dict[str, Any], item: Item, down_ms: float, why: str, position_ms: int, done: bool
+    ) -> Decoder | None:
+        """The stream of a relay stayed down past the grace: raise the fault, start the fallback if there is one."""
+        reason = f"no audio from {item.url} for {down_ms / 1000:.1f} s ({why or 'no connection'})"
+        decoder: Decoder | None = None
+        if item.media is None:
+            missing = "the item has no fallback"
+        elif done:
+            missing = "the fallback was already played to its end"
+        else:
+            path = self.cache.path(item.media.sha256)
+            missing = "the fallback is not in the cache"
+            if path is not None:
+                try:
+                    decoder = Decoder(path, position_ms, SAMPLE_RATE, CHANNELS)
+                except DecoderError as exc:
+                    missing = f"the fallback cannot be decoded: {exc}"
+        self._set_fault("stream_unavailable", True, item_id=item.id, url=item.url, reason=reason,
+                        fallback=decoder is not None)
+        if decoder is None:
+            logger.warning("rx %s: relay %s: %s; %s, the slot stays quiet", self.rx, item.id, reason, missing)
+            return None
+        assert item.media is not None
+        logger.warning("rx %s: relay %s: %s; playing the fallback from %d ms", self.rx, item.id, reason, position_ms)
+        self.emit(events.RELAY_FALLBACK, **base, url=item.url, reason=reason, down_ms=int(down_ms),
+                  sha256=item.media.sha256, fallback_offset_ms=position_ms)
+        return decoder
+
+    def play_tone(self, pending: _Tone) -> None:
+        """Play a ``test_tone`` command: a sine at the programme volume, reported as ``test_tone.*`` events.
+
+        It pre-empts the programme (rejoined afterwards where the schedule
+        stands) but never an emergency: one that is ready ends the tone
+        (``end_reason`` ``preempted``). ``test_tone.started`` carries the actual
+        start; ``test_tone.finished`` how long it played and why it ended.
+        """
+        with self._lock:
+            if self._tone is pending:
+                self._tone = None
+        command = pending.command
+        base = {"scope": pending.scope, "nonce": command.nonce, "frequency_hz": pending.frequency_hz,
+                "duration_s": pending.duration_s}
+        if _now_ms() >= command.expires:
+            self.emit(events.TEST_TONE_FINISHED, **base, played_ms=0, end_reason="expired")
+            return
+        item = Item(id=f"test-tone-{command.nonce[:12]}", title="test tone", start_ms=_now_ms() + JOIN_LEAD_MS,
+                    duration_ms=pending.duration_s * 1000, priority="normal", media=None, kind="tone")
+        if self.hardware is not None and self.hardware.amplifier(True):
+            self.emit(events.AMPLIFIER_CHANGED, on=True, item_id=item.id)
+        total = _frames(item.duration_ms) // (2 * CHANNELS)
+        chunk_frames = _frames(CHUNK_MS) // (2 * CHANNELS)
+        volume = self.volume
+        output: Output | None = None
+        done = 0
+        end_reason = "complete"
+        error = ""
+        try:
+            output = self._open_output(item, volume)
+            if not self._sleep_until(item.start_ms):
+                return
+            self._stop_current.clear()
+            self._output = output
+            self._playing = item
+            if self._stop.is_set():
+                output.interrupt()
+            while done < total:
+                if self._stop.is_set():
+                    end_reason = "stopped"
+                    break
+                interruption = self._interruption(item)
+                if interruption is not None:
+                    end_reason = interruption
+                    break
+                n = min(chunk_frames, total - done)
+                output.write(tone.sine(pending.frequency_hz, SAMPLE_RATE, done, n, total))
+                done += n
+                if done == n:
+                    self.emit(events.TEST_TONE_STARTED, **base, volume=volume,
+                              actual_start_ms=int(round(output.first_sample_ms or _now_ms_f())))
+        except Exception as exc:
+            logger.exception("rx %s: playing the test tone failed", self.rx)
+            end_reason = "error"
+            error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self._playing = None
+            self._output = None
+            self._last_play_end_ms = _now_ms()
+            if output is not None:
+                try:
+                    output.close()
+                except Exception:
+                    logger.exception("rx %s: closing the test tone output failed", self.rx)
+        fields: dict[str, Any] = {**base, "played_ms": done * 1000 // SAMPLE_RATE, "end_reason": end_reason}
+        if error:
+            fields["error"] = error
+        self.emit(events.TEST_TONE_FINISHED, **fields)
 
     # ----------------------------------------------------------- life cycle
 

@@ -20,6 +20,7 @@ Example (every key at the top level)::
     mains_power_lost_pin = 22            # fault inputs (GPIO, active low, optional);
     amplifier_fault_pin = 23             # also speaker_line_open_pin
     gpio_mock = false                    # gpiozero's mock pins (tests, a desk without a Pi)
+    relay_fallback_after_s = 10          # a relay's stream down this long: play its fallback, raise the fault
 
 Relative paths (``state_dir``, ``sink_dir``, ``mqtt_ca_file``) are taken
 relative to the directory of the configuration file.
@@ -64,6 +65,7 @@ OPTIONAL = (
     "gpio_mock",
     "sink_rate_ppm",
     "alsa_device",
+    "relay_fallback_after_s",
 )
 FAULT_PIN_KEYS = ("mains_power_lost_pin", "amplifier_fault_pin", "speaker_line_open_pin")
 
@@ -115,6 +117,7 @@ class ReceiverConfig:
     gpio_mock: bool = False
     sink_rate_ppm: float = 0.0
     alsa_device: str = "default"
+    relay_fallback_after_s: float = 10.0
 
     @property
     def broker(self) -> BrokerAddress:
@@ -276,6 +279,14 @@ def config_from_dict(raw: dict[str, Any], *, where: str = "config", base_dir: Pa
     if not isinstance(sink_rate_ppm, (int, float)) or isinstance(sink_rate_ppm, bool) or abs(sink_rate_ppm) > 10_000:
         problems.append("sink_rate_ppm: must be a number from -10000 to 10000")
         sink_rate_ppm = 0
+    relay_fallback_after_s = raw.get("relay_fallback_after_s", 10)
+    if (
+        not isinstance(relay_fallback_after_s, (int, float))
+        or isinstance(relay_fallback_after_s, bool)
+        or not 0.5 <= relay_fallback_after_s <= 3600
+    ):
+        problems.append("relay_fallback_after_s: must be 0.5-3600 seconds")
+        relay_fallback_after_s = 10
     gpio_mock = raw.get("gpio_mock", False)
     if not isinstance(gpio_mock, bool):
         problems.append("gpio_mock: must be true or false")
@@ -308,4 +319,5 @@ def config_from_dict(raw: dict[str, Any], *, where: str = "config", base_dir: Pa
         gpio_mock=bool(gpio_mock),
         sink_rate_ppm=float(sink_rate_ppm),
         alsa_device=text("alsa_device") or "default",
+        relay_fallback_after_s=float(relay_fallback_after_s),
     )

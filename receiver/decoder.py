@@ -3,6 +3,11 @@
 ``Decoder(path, offset_ms)`` starts ``ffmpeg -ss <offset> -i <path> -f s16le``
 writing raw PCM to a pipe that :meth:`Decoder.read` drains; the binary is
 ``ffmpeg`` on PATH unless ``LOAXA_FFMPEG`` names another.
+
+``StreamDecoder(url)`` does the same for a live stream (HTTP/Icecast MP3, AAC or
+Ogg, HLS ``.m3u8``, RTSP/RTMP): ffmpeg's own reconnect options are set for plain
+HTTP streams (:func:`stream_input_args`); restarting it when the stream stays
+down is the caller's job (:mod:`receiver.relay`).
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import os
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Self
+from urllib.parse import urlsplit
 
 logger = logging.getLogger(__name__)
 
@@ -27,12 +34,37 @@ def ffmpeg_binary() -> str:
     return os.environ.get(FFMPEG_ENV) or "ffmpeg"
 
 
-class Decoder:
-    """A running ffmpeg turning one media file into s16le PCM from an offset."""
+def stream_input_args(url: str) -> list[str]:
+    """ffmpeg's input arguments for a live stream URL.
 
-    def __init__(self, path: str | Path, offset_ms: int = 0, sample_rate: int = 44100, channels: int = 1) -> None:
-        self.path = Path(path)
-        self.offset_ms = max(0, int(offset_ms))
+    ``icecast://`` is ffmpeg's name for *sending* to Icecast, so it is read as
+    ``http://``. Plain HTTP(S) streams get ffmpeg's reconnect options (a dropped
+    connection is retried for a few seconds inside ffmpeg; a longer outage ends
+    it and the caller starts a new one; ``-reconnect_on_network_error`` is left
+    out because the ffmpeg 4.3 of Raspberry Pi OS bullseye refuses it). HLS playlists (``.m3u8``) do not: the
+    HLS demuxer reloads its playlist by itself, and ``-reconnect_at_eof`` would
+    make it re-read the playlist forever.
+    """
+    if url.lower().startswith("icecast://"):
+        url = "http://" + url[len("icecast://"):]
+    parts = urlsplit(url)
+    args: list[str] = []
+    if parts.scheme.lower() in ("http", "https"):
+        args += ["-user_agent", "loaxa-receiver"]
+        if not parts.path.lower().endswith((".m3u8", ".m3u")):
+            args += [
+                "-reconnect", "1",
+                "-reconnect_streamed", "1",
+                "-reconnect_at_eof", "1",
+                "-reconnect_delay_max", "2",
+            ]
+    return [*args, "-i", url]
+
+
+class _Ffmpeg:
+    """A running ffmpeg writing s16le PCM of its input to a pipe."""
+
+    def _spawn(self, input_args: list[str], sample_rate: int, channels: int, label: str) -> None:
         self.sample_rate = sample_rate
         self.channels = channels
         binary = ffmpeg_binary()
@@ -42,10 +74,7 @@ class Decoder:
             "-hide_banner",
             "-loglevel",
             "error",
-            "-ss",
-            f"{self.offset_ms / 1000:.3f}",
-            "-i",
-            str(self.path),
+            *input_args,
             "-vn",
             "-f",
             "s16le",
@@ -69,12 +98,33 @@ class Decoder:
         self.eof = False
         self._errors: str | None = None
         self._returncode: int | None = None
-        logger.debug("decoder: %s from %d ms (pid %d)", self.path.name, self.offset_ms, self._proc.pid)
+        self.pid = self._proc.pid
+        logger.debug("decoder: %s (pid %d)", label, self._proc.pid)
 
     @property
     def bytes_per_second(self) -> int:
         """PCM bytes per second of audio."""
         return self.sample_rate * self.channels * 2
+
+    def fileno(self) -> int:
+        """The pipe ffmpeg writes PCM to (for ``select``); -1 once closed."""
+        if self._proc is None or self._proc.stdout is None:
+            return -1
+        return self._proc.stdout.fileno()
+
+    def read_available(self, max_bytes: int) -> bytes:
+        """What the pipe holds now, up to ``max_bytes`` (one ``read`` call); empty at the end of the stream.
+
+        Not frame-aligned: the caller keeps the remainder. Use after ``select``
+        says the pipe is readable, or it blocks like :meth:`read`.
+        """
+        fd = self.fileno()
+        if fd < 0:
+            return b""
+        data = os.read(fd, max_bytes)
+        if not data:
+            self.eof = True
+        return data
 
     def read(self, n_bytes: int) -> bytes:
         """Up to ``n_bytes`` of PCM; fewer (possibly none) only at the end of the stream."""
@@ -126,8 +176,30 @@ class Decoder:
         self._errors = self.errors()
         self._stderr.close()
 
-    def __enter__(self) -> Decoder:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Decoder(_Ffmpeg):
+    """A running ffmpeg turning one media file into s16le PCM from an offset."""
+
+    def __init__(self, path: str | Path, offset_ms: int = 0, sample_rate: int = 44100, channels: int = 1) -> None:
+        self.path = Path(path)
+        self.offset_ms = max(0, int(offset_ms))
+        self._spawn(
+            ["-ss", f"{self.offset_ms / 1000:.3f}", "-i", str(self.path)],
+            sample_rate,
+            channels,
+            f"{self.path.name} from {self.offset_ms} ms",
+        )
+
+
+class StreamDecoder(_Ffmpeg):
+    """A running ffmpeg turning a live stream URL into s16le PCM (see :func:`stream_input_args`)."""
+
+    def __init__(self, url: str, sample_rate: int = 44100, channels: int = 1) -> None:
+        self.url = url
+        self._spawn(stream_input_args(url), sample_rate, channels, url)

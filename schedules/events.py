@@ -20,6 +20,10 @@ CONF_ACCEPTED = "conf.accepted"
 COMMAND_ACK = "command.ack"
 COMMAND_REFUSED = "command.refused"
 AMPLIFIER_CHANGED = "amplifier.changed"
+RELAY_FALLBACK = "relay.fallback"
+"""A relay's stream stayed down past the receiver's grace; its fallback plays (``reason``, ``down_ms``)."""
+TEST_TONE_STARTED = "test_tone.started"
+TEST_TONE_FINISHED = "test_tone.finished"
 
 TYPES = frozenset(
     {
@@ -34,6 +38,9 @@ TYPES = frozenset(
         COMMAND_ACK,
         COMMAND_REFUSED,
         AMPLIFIER_CHANGED,
+        RELAY_FALLBACK,
+        TEST_TONE_STARTED,
+        TEST_TONE_FINISHED,
     }
 )
 

@@ -7,6 +7,8 @@ without clashing with other packages' conftest files.
 from __future__ import annotations
 
 import hashlib
+import math
+import os
 import re
 import shutil
 import socket
@@ -14,9 +16,10 @@ import subprocess
 import threading
 import time
 import uuid
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +141,216 @@ def sine_mp3_file(directory: Path, seconds: float, freq: int) -> Media:
     sha = hashlib.sha256(data).hexdigest()
     ref = MediaRef(sha256=sha, path=f"/media/{sha}.mp3", bytes=len(data), duration_ms=int(seconds * 1000))
     return Media(out, data, ref)
+
+
+def tones(pcm: bytes, window_ms: int = 100, rate: int = 44100, silence_rms: float = 300.0) -> list[float | None]:
+    """The frequency of each ``window_ms`` window of mono s16le PCM (by zero crossings), None where silent."""
+    samples = array("h")
+    samples.frombytes(pcm[: len(pcm) - len(pcm) % 2])
+    n = rate * window_ms // 1000
+    found: list[float | None] = []
+    for i in range(0, len(samples) - n + 1, n):
+        window = samples[i : i + n]
+        if math.sqrt(sum(x * x for x in window) / n) < silence_rms:
+            found.append(None)
+            continue
+        crossings = sum(1 for a, b in zip(window, window[1:], strict=False) if (a < 0) != (b < 0))
+        found.append(crossings * 1000 / window_ms / 2)
+    return found
+
+
+def classify(windows: list[float | None], frequencies: tuple[int, ...], tolerance: float = 0.05) -> list[Any]:
+    """Each window as the frequency it matches (within ``tolerance``), None for silence, ``"?"`` for neither."""
+    out: list[Any] = []
+    for f in windows:
+        if f is None:
+            out.append(None)
+            continue
+        out.append(next((ref for ref in frequencies if abs(f - ref) <= ref * tolerance), "?"))
+    return out
+
+
+def runs(labels: list[Any]) -> list[tuple[Any, int]]:
+    """Consecutive equal labels as ``(label, count)``."""
+    out: list[tuple[Any, int]] = []
+    for label in labels:
+        if out and out[-1][0] == label:
+            out[-1] = (label, out[-1][1] + 1)
+        else:
+            out.append((label, 1))
+    return out
+
+
+def ffmpeg_pids(marker: str) -> list[int]:
+    """Pids of running ffmpeg processes whose command line contains ``marker`` (read from /proc)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and b"ffmpeg" in Path(os.fsdecode(argv[0])).name.encode() and marker.encode() in b" ".join(argv):
+            found.append(int(proc.name))
+    return found
+
+
+# ------------------------------------------------------------------ live streams
+
+
+def raw_mp3(directory: Path, seconds: float, freq: int) -> bytes:
+    """A tone as bare MP3 frames (mono, 48 kbps CBR = 6,000 bytes a second; no ID3 or Xing header), for looping."""
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        pytest.skip("ffmpeg is not installed")
+    out = directory / f"stream-{freq}.mp3"
+    subprocess.run(
+        [ffmpeg, "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+         f"sine=frequency={freq}:duration={seconds}:sample_rate=44100", "-ac", "1", "-b:a", "48k",
+         "-write_xing", "0", "-id3v2_version", "0", "-f", "mp3", str(out)],
+        check=True,
+        capture_output=True,
+    )
+    return out.read_bytes()
+
+
+class IcecastServer:
+    """A live MP3 stream the way Icecast serves one: HTTP/1.0, no length, a burst on connect (Icecast sends
+    64 kB by default, 10 s at 48 kbps; this one 2 s), then real time.
+
+    ``stop()`` closes the listener and every listener's connection (the station
+    went off the air); ``start()`` again serves on the same port.
+    """
+
+    BYTES_PER_S = 6000
+
+    def __init__(self, data: bytes, burst_s: float = 2.0) -> None:
+        self.data = data
+        self.burst = int(burst_s * self.BYTES_PER_S)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/live.mp3"
+        self.connections = 0
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._on_air = threading.Event()
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.0"
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature of the base class
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server naming
+                with server._lock:
+                    server.connections += 1
+                    server._sockets.append(self.connection)
+                self.send_response(200)
+                self.send_header("Content-Type", "audio/mpeg")
+                self.send_header("icy-name", "loaxa test station")
+                self.end_headers()
+                start, sent, pos = time.monotonic(), 0, 0
+                data = server.data
+                try:
+                    while server._on_air.is_set():
+                        due = server.burst + int((time.monotonic() - start) * server.BYTES_PER_S)
+                        n = min(due - sent, 1500)
+                        if n <= 0:
+                            time.sleep(0.02)
+                            continue
+                        chunk = (data[pos:] + data)[:n] if pos + n > len(data) else data[pos : pos + n]
+                        pos = (pos + n) % len(data)
+                        self.wfile.write(chunk)
+                        sent += n
+                except OSError:
+                    pass
+
+        return Handler
+
+    def start(self) -> None:
+        """Go on the air (again) on the same port."""
+        self._on_air.set()
+        httpd = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
+        httpd.daemon_threads = True
+        self._httpd = httpd
+        self._thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), name="icecast", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Off the air: refuse new listeners and cut the connected ones."""
+        self._on_air.clear()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if self._thread is not None:
+            self._thread.join(5)
+
+
+class HlsStation:
+    """A live HLS stream: ffmpeg writes 1 s AAC segments of a tone in real time; http.server serves them."""
+
+    def __init__(self, directory: Path, freq: int) -> None:
+        ffmpeg = shutil.which("ffmpeg")
+        if ffmpeg is None:
+            pytest.skip("ffmpeg is not installed")
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.playlist = self.dir / "live.m3u8"
+        self._encoder = subprocess.Popen(
+            [ffmpeg, "-nostdin", "-loglevel", "error", "-re", "-f", "lavfi", "-i",
+             f"sine=frequency={freq}:sample_rate=44100", "-ac", "1", "-c:a", "aac", "-b:a", "64k", "-f", "hls",
+             "-hls_time", "1", "-hls_list_size", "6", "-hls_flags", "delete_segments+omit_endlist",
+             str(self.playlist)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        directory_ = str(self.dir)
+
+        class Handler(SimpleHTTPRequestHandler):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, directory=directory_, **kwargs)
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature of the base class
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/live.m3u8"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="hls", daemon=True)
+        self._thread.start()
+
+    def segments(self) -> int:
+        """How many segments the playlist lists now."""
+        try:
+            return self.playlist.read_text().count("#EXTINF")
+        except OSError:
+            return 0
+
+    def close(self) -> None:
+        """Stop the encoder and the web server."""
+        self._encoder.terminate()
+        try:
+            self._encoder.wait(5)
+        except subprocess.TimeoutExpired:
+            self._encoder.kill()
+            self._encoder.wait()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(5)
 
 
 # ------------------------------------------------------------------ media server

@@ -36,6 +36,7 @@ def test_valid_config_gets_defaults(tmp_path: Path, public_key_text: str) -> Non
     assert config.sink == "null"
     assert config.preroll_ms == 3000
     assert config.heartbeat_s == 30
+    assert config.relay_fallback_after_s == 10.0
     assert config.media_base_url == "https://media.example.vn"
     broker = config.broker
     assert (broker.host, broker.port, broker.tls) == ("broker.example.vn", 8883, True)
@@ -73,6 +74,7 @@ def test_error_names_every_missing_and_invalid_field(tmp_path: Path) -> None:
             "media_base_url": "http://127.0.0.1:8080",
             "sink": "pulseaudio",
             "preroll_ms": -5,
+            "relay_fallback_after_s": 0,
         },
     )
     with pytest.raises(ConfigError) as info:
@@ -83,6 +85,7 @@ def test_error_names_every_missing_and_invalid_field(tmp_path: Path) -> None:
     assert "controller_public_key:" in message
     assert "sink: must be one of file, null, alsa" in message
     assert "preroll_ms:" in message
+    assert "relay_fallback_after_s: must be 0.5-3600 seconds" in message
 
 
 def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
