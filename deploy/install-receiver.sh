@@ -21,12 +21,16 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 [ "$(id -u)" -eq 0 ] || { echo "run as root (sudo)" >&2; exit 1; }
 
 WORK=""
-cleanup() { [ -n "$WORK" ] && rm -rf "$WORK"; }
+# An `if`, not `[ ] && rm`: the trap's last status would become the script's (exit 1 after a good install).
+cleanup() { if [ -n "$WORK" ]; then rm -rf "$WORK"; fi; }
 trap cleanup EXIT
 if [ -f "$BUNDLE" ]; then
     WORK=$(mktemp -d)
     tar -xzf "$BUNDLE" -C "$WORK"
-    BUNDLE=$(dirname "$(find "$WORK" -name receiver.toml | head -n 1)")
+    FOUND=$(find "$WORK" -name receiver.toml | head -n 1)
+    # Without this check an archive lacking receiver.toml would make BUNDLE "." (the current directory).
+    [ -n "$FOUND" ] || { echo "$1 holds no receiver.toml: not a provisioning bundle" >&2; exit 1; }
+    BUNDLE=$(dirname "$FOUND")
 fi
 [ -f "$BUNDLE/receiver.toml" ] || { echo "$BUNDLE has no receiver.toml: not a provisioning bundle" >&2; exit 1; }
 
@@ -47,13 +51,27 @@ usermod -a -G audio,gpio loaxa
 install -d -m 0750 -o root -g loaxa "$ETC"
 install -m 0640 -o root -g loaxa "$BUNDLE/receiver.toml" "$ETC/receiver.toml"
 install -m 0644 -o root -g root "$BUNDLE/controller.pub" "$ETC/controller.pub"
-[ -f "$BUNDLE/ca.crt" ] && install -m 0644 -o root -g root "$BUNDLE/ca.crt" "$ETC/ca.crt"
+if [ -f "$BUNDLE/ca.crt" ]; then
+    install -m 0644 -o root -g root "$BUNDLE/ca.crt" "$ETC/ca.crt"
+fi
 install -d -m 0750 -o loaxa -g loaxa /var/lib/loaxa-receiver
 
-# Refuse a config the agent would refuse, before systemd keeps restarting it.
-"$PREFIX/venv/bin/python" -c "from receiver.config import load_config; load_config('$ETC/receiver.toml')"
+# Refuse a config the agent would refuse, before systemd keeps restarting it (the path is an argument, not
+# code: a quote in LOAXA_ETC cannot break the Python).
+SINK=$("$PREFIX/venv/bin/python" -c '
+import sys
+from receiver.config import load_config
+print(load_config(sys.argv[1]).sink)
+' "$ETC/receiver.toml")
+if [ "$SINK" != "alsa" ]; then
+    echo "warning: $ETC/receiver.toml has sink = \"$SINK\": this box will not play to its speakers" \
+         "(set sink = \"alsa\" for a Raspberry Pi with an amplifier)" >&2
+fi
 
-install -m 0644 "$HERE/systemd/loaxa-receiver.service" /etc/systemd/system/loaxa-receiver.service
+# The unit names /opt/loaxa and /etc/loaxa: follow LOAXA_PREFIX and LOAXA_ETC when they say otherwise.
+sed -e "s#/opt/loaxa/#$PREFIX/#g" -e "s#/etc/loaxa#$ETC#g" "$HERE/systemd/loaxa-receiver.service" \
+    > /etc/systemd/system/loaxa-receiver.service
+chmod 0644 /etc/systemd/system/loaxa-receiver.service
 if [ -z "${LOAXA_SKIP_SYSTEMD:-}" ]; then
     systemctl daemon-reload
     systemctl enable chrony >/dev/null 2>&1 || true

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -45,3 +48,29 @@ def test_installer_script_is_valid_shell() -> None:
     script = REPO / "deploy" / "install-receiver.sh"
     assert script.stat().st_mode & 0o111
     subprocess.run(["sh", "-n", str(script)], check=True, timeout=30)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the installer stops at once unless root")
+def test_installer_refuses_an_archive_without_a_config(tmp_path: Path) -> None:
+    """An archive lacking receiver.toml is refused, not read as the current directory (which holds one here).
+
+    Only the tools the bundle check needs are on PATH: had the check let it through, the installer would stop
+    at the next command (command not found) instead of changing this machine.
+    """
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for name in ("sh", "id", "tar", "gzip", "find", "head", "dirname", "mktemp", "rm"):
+        found = shutil.which(name)
+        assert found, name
+        (tools / name).symlink_to(found)
+    (tmp_path / "notes.txt").write_text("not a bundle\n")
+    archive = tmp_path / "bundle.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "notes.txt", arcname="notes.txt")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    (cwd / "receiver.toml").write_text('rx_id = "someone-else"\n')
+    result = subprocess.run(["sh", str(REPO / "deploy" / "install-receiver.sh"), str(archive)], cwd=cwd,
+                            env={"PATH": str(tools), "LOAXA_SKIP_APT": "1", "LOAXA_SKIP_SYSTEMD": "1"},
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1 and "holds no receiver.toml" in result.stderr, result
