@@ -157,3 +157,27 @@ def test_merged_timeline_plays_back_to_back_items_once_each_on_time(
     # The second item was prepared during the first: it starts on time, not after a decoder start-up.
     assert all(abs(s["first_sample_ms"] - s["planned_start_ms"]) < 100 for s in sidecars)
     assert sidecars[1]["bytes"] >= 0.9 * 0.8 * SECOND
+
+
+def test_item_followed_by_a_bare_separator_plays_to_its_end(
+    make_config: Callable[..., ReceiverConfig], media_server: MediaServer, sine_mp3: Media, signing_key: Any
+) -> None:
+    """Near its end the player prepares the next item; a separator has no media to prepare (it once cut the item)."""
+    from schedules.manifest import Item
+
+    media_server.add(sine_mp3)
+    config = make_config(media_base_url=media_server.url)
+    scope = f"rx/{config.rx_id}"
+    start = now_ms() + 1500
+    items = [make_item("news-4", start, 2000, sine_mp3.ref),
+             Item(id="pause", title="", start_ms=start + 2000, duration_ms=1000, priority="normal", media=None,
+                  kind="separator")]
+    agent = Agent(config)
+    try:
+        agent.handle_message(topics.sched(scope), signed_manifest(signing_key, scope, 1, items))
+        agent.start()
+        (finished,) = wait_until(lambda: _events(agent, "playback.finished"), timeout=20)
+    finally:
+        agent.stop()
+    assert finished["item_id"] == "news-4" and finished["end_reason"] == "complete", finished
+    assert finished["played_ms"] == 2000
