@@ -181,7 +181,8 @@ def keys() -> None:
 @click.option("--ca-file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="CA certificate of the broker's TLS (copied into the bundle).")
 @click.option("--state-dir", default="/var/lib/loaxa-receiver")
-@click.option("--sink", type=click.Choice(["file", "null"]), default="null")
+@click.option("--sink", type=click.Choice(["alsa", "file", "null"]), default="alsa",
+              help="alsa: the box's sound card (default); file or null: for tests and simulators.")
 def provision(rx_id: str, area: str, name: str | None, mqtt_url: str, out: Path | None, bundle: Path | None,
               ca_file: Path | None, state_dir: str, sink: str) -> None:
     """Register a receiver (or re-issue its token) and write its config file or provisioning bundle."""

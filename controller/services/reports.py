@@ -43,7 +43,11 @@ REASON_VI = {
     "decoder.missing": N_("Thiếu bộ giải mã"), "offline": N_("Cụm mất kết nối lúc phát"),
     "no_start": N_("Cụm trực tuyến nhưng không báo bắt đầu phát"),
     "preempted": N_("Bị bản tin ưu tiên hơn chen ngang"),
-    "stopped": N_("Bị dừng bằng lệnh"), "media_end": "", "complete": "",
+    "stopped_by_command": N_("Bị dừng bằng lệnh"), "stopped": N_("Cụm loa dừng giữa chừng (tắt hoặc khởi động lại)"),
+    "decoder_error": N_("Lỗi giải mã"), "error": N_("Lỗi khi phát"),
+    "decoder.no_audio": N_("Bản tin không có âm thanh"),
+    "relay.unavailable": N_("Không thu được luồng phát trực tiếp"), "expired": N_("Quá giờ phát"),
+    "media_end": "", "complete": "",
 }
 CSV_COLUMNS = ("occurrence_id", "programme_item_id", "title", "receiver", "receiver_name", "area",
                "planned_start", "reported_at", "outcome", "played_s", "planned_s", "played_pct", "reason")

@@ -41,7 +41,11 @@ def test_cli_round(tmp_path, monkeypatch):
     assert prov.exit_code == 0, prov.output
     conf = tomllib.loads(out.read_text())
     assert conf["rx_id"] == "phu-9" and conf["controller_public_key"] == keys.output.strip()
+    assert conf["sink"] == "alsa"  # a provisioned box plays through its sound card unless told otherwise
     assert out.stat().st_mode & 0o777 == 0o600
+    bad = _run(tmp_path, monkeypatch, "provision", "Phu 9", "--area", "quang-dien/quang-phu",
+               "--mqtt-url", "mqtt://127.0.0.1:1883", "--out", str(tmp_path / "bad.toml"))
+    assert bad.exit_code != 0 and "lower-case" in bad.output and not (tmp_path / "bad.toml").exists()
 
 
 def test_bad_environment_is_reported(tmp_path, monkeypatch):
