@@ -27,6 +27,21 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _cheap_password_hashing():
+    """Argon2 at its lowest cost in tests: every Basic-auth call verifies a password, which costs about
+    0.1 s at the production cost (argon2-cffi's defaults, used by controller.auth outside tests)."""
+    from argon2 import PasswordHasher
+
+    from controller import auth
+
+    with pytest.MonkeyPatch.context() as mp:
+        cheap = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+        mp.setattr(auth, "_hasher", cheap)
+        mp.setattr(auth, "_DUMMY_HASH", cheap.hash("not a password"))
+        yield
+
+
 def pytest_generate_tests(metafunc):
     """A module with ``ON_BOTH_DATABASES = True`` runs every test that uses ``app`` on SQLite and PostgreSQL."""
     if getattr(metafunc.module, "ON_BOTH_DATABASES", False) and "app" in metafunc.fixturenames:

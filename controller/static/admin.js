@@ -76,6 +76,9 @@
       const id = b.closest("tr").dataset.rx;
       if (b.dataset.act === "bundle") {
         if (confirm(T.bundle)) download("/api/v1/receivers/" + id + "/bundle", {}, "loaxa-" + id + ".tar.gz").catch(fail);
+      } else if (b.dataset.act === "move") {
+        const area = prompt(T.move);
+        if (area) api("PATCH", "/api/v1/receivers/" + id, { area: area.trim() }).then(() => done(true)).catch(fail);
       } else if (confirm(T.retire)) {
         api("POST", "/api/v1/receivers/" + id + "/retire").then(() => done(true)).catch(fail);
       }

@@ -44,7 +44,10 @@ def test_operator_cannot_open_administration(live_app, page):
 
 def test_manager_provisions_a_receiver_edits_sessions_and_retires_it(live_app, page, tmp_path):
     base = live_app.config["PUBLIC_URL"]
-    page.on("dialog", lambda dialog: dialog.accept())
+    def accept(dialog):
+        dialog.accept()
+
+    page.on("dialog", accept)
     login(page, base, "admin", "pw-admin")
     page.goto(base + "/admin")
 
@@ -67,6 +70,13 @@ def test_manager_provisions_a_receiver_edits_sessions_and_retires_it(live_app, p
     assert conf["mqtt_url"] == live_app.extensions["loaxa.services"].mqtt_url
     page.wait_for_selector('#receivers tr[data-rx="phu-moi"]')
     assert "Thôn Mới" in page.locator('#receivers tr[data-rx="phu-moi"]').inner_text()
+    # Move it to the next commune (the prompt is answered by the dialog handler's accept: give it an answer).
+    page.remove_listener("dialog", accept)
+    page.once("dialog", lambda dialog: dialog.accept("qd/an"))
+    page.locator('#receivers tr[data-rx="phu-moi"] button[data-act=move]').click()
+    page.wait_for_function("document.querySelector('#receivers tr[data-rx=\"phu-moi\"]')"
+                           ".textContent.includes('Quảng An')")
+    page.on("dialog", accept)
 
     # The commune's sessions: move the morning, add a noon session on weekdays.
     page.locator("#sessions-area").select_option("qd/phu")

@@ -46,7 +46,6 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from argon2 import PasswordHasher
 from sqlalchemy import select
 
 from controller import auth, create_app
@@ -519,21 +518,18 @@ def _login(app, who: Who) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    """One app for the module, seeded once; argon2 made cheap here so that Basic calls stay fast."""
-    with pytest.MonkeyPatch.context() as mp:
-        # Every Basic call verifies a password: default argon2 costs ~0.1 s a call, over a thousand calls.
-        mp.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
-        app = create_app(make_config(tmp_path_factory.mktemp("matrix")))
-        db_module.upgrade(app.config["DATABASE_URL"])
-        media_dir = Path(app.config["MEDIA_DIR"])
-        media_dir.mkdir(parents=True, exist_ok=True)
-        w = World(app)
-        w.places = _seed(app, media_dir)
-        for who in WHO:
-            w.sessions[who.username] = _login(app, who)
-        yield w
-        app.extensions["loaxa.services"].stop()
-        app.extensions["loaxa.engine"].dispose()
+    """One app for the module, seeded once (argon2 is cheap in tests: see tests/conftest.py)."""
+    app = create_app(make_config(tmp_path_factory.mktemp("matrix")))
+    db_module.upgrade(app.config["DATABASE_URL"])
+    media_dir = Path(app.config["MEDIA_DIR"])
+    media_dir.mkdir(parents=True, exist_ok=True)
+    w = World(app)
+    w.places = _seed(app, media_dir)
+    for who in WHO:
+        w.sessions[who.username] = _login(app, who)
+    yield w
+    app.extensions["loaxa.services"].stop()
+    app.extensions["loaxa.engine"].dispose()
 
 
 # ----------------------------------------------------------------- expectations
