@@ -987,6 +987,42 @@ class Agent:
         output.set_volume(volume)
         return output
 
+    def _go_live(self, item: Item, volume: int, target: int) -> Output | None:
+        """Open the output (pre-roll), wait for ``target`` and become the item playing.
+
+        None when the agent stops during the wait (the output is closed then).
+        """
+        output = self._open_output(item, volume)
+        if not self._sleep_until(target):
+            self._close_output(output, item)
+            return None
+        self._stop_current.clear()
+        self._output = output
+        self._playing = item
+        if self._stop.is_set():
+            output.interrupt()
+        return output
+
+    def _must_end(self, item: Item) -> str | None:
+        """``stopped`` when the agent stops, else why the item is interrupted (:meth:`_interruption`)."""
+        if self._stop.is_set():
+            return "stopped"
+        return self._interruption(item)
+
+    def _end_live(self) -> None:
+        """Nothing plays any more (the output is closed by the caller)."""
+        self._playing = None
+        self._output = None
+        self._last_play_end_ms = _now_ms()
+
+    def _close_output(self, output: Output | None, item: Item) -> None:
+        if output is None:
+            return
+        try:
+            output.close()
+        except Exception:
+            logger.exception("rx %s: closing the output of %s failed", self.rx, item.id)
+
     def _start_point(self, item: Item) -> tuple[int, int]:
         """``(target_ms, offset_ms)``: play from the start if it is (nearly) now, else join under way."""
         now = _now_ms()
@@ -1059,23 +1095,15 @@ class Agent:
         error = ""
         try:
             # Pre-roll: the output is open and the first second decoded before t0.
-            output = self._open_output(item, self.volume if volume is None else volume)
-            if not self._sleep_until(target):
+            output = self._go_live(item, self.volume if volume is None else volume, target)
+            if output is None:
                 return
-            self._stop_current.clear()
-            self._output = output
-            self._playing = item
-            if self._stop.is_set():
-                output.interrupt()
             pos = 0
             while fed < max_bytes:
-                if self._stop.is_set():
-                    end_reason = "stopped"
-                    break
-                interruption = self._interruption(item)
-                if interruption is not None:
-                    end_reason = interruption
-                    if interruption == "preempted":
+                must_end = self._must_end(item)
+                if must_end is not None:
+                    end_reason = must_end
+                    if must_end == "preempted":
                         # Played again after the emergency, joined where the schedule then stands.
                         self._played.pop(key, None)
                     break
@@ -1122,16 +1150,10 @@ class Agent:
             end_reason = "error"
             error = f"{type(exc).__name__}: {exc}"
         finally:
-            self._playing = None
-            self._output = None
-            self._last_play_end_ms = _now_ms()
+            self._end_live()
             if not decoder.eof:
                 decoder.kill()  # reaped below, once it had time to die: keeps the next item on time
-            if output is not None:
-                try:
-                    output.close()
-                except Exception:
-                    logger.exception("rx %s: closing the output of %s failed", self.rx, item.id)
+            self._close_output(output, item)
             decoder.close()
         if end_reason == "media_end" and decoder.returncode not in (0, None) and decoder.errors():
             end_reason = "decoder_error"
@@ -1211,24 +1233,16 @@ class Agent:
         end_reason = "complete"
         error = ""
         try:
-            output = self._open_output(item, self.volume if volume is None else volume)
-            if not self._sleep_until(target):
+            output = self._go_live(item, self.volume if volume is None else volume, target)
+            if output is None:
                 return
-            self._stop_current.clear()
-            self._output = output
-            self._playing = item
-            if self._stop.is_set():
-                output.interrupt()
             max_bytes = _frames(item.end_ms - max(target, _now_ms()))
             down_since = _now_ms_f()
             while fed < max_bytes:
-                if self._stop.is_set():
-                    end_reason = "stopped"
-                    break
-                interruption = self._interruption(item)
-                if interruption is not None:
-                    end_reason = interruption
-                    if interruption == "preempted":
+                must_end = self._must_end(item)
+                if must_end is not None:
+                    end_reason = must_end
+                    if must_end == "preempted":
                         self._played.pop(key, None)  # rejoined live after the emergency or test tone
                     break
                 n = min(chunk_bytes, max_bytes - fed)
@@ -1292,18 +1306,12 @@ class Agent:
             end_reason = "error"
             error = f"{type(exc).__name__}: {exc}"
         finally:
-            self._playing = None
-            self._output = None
-            self._last_play_end_ms = _now_ms()
+            self._end_live()
             stream.stop()
             if fallback is not None:
                 fallback.kill()
                 fallback.close()
-            if output is not None:
-                try:
-                    output.close()
-                except Exception:
-                    logger.exception("rx %s: closing the output of %s failed", self.rx, item.id)
+            self._close_output(output, item)
         if not started:
             if end_reason in ("complete", "error"):
                 reason = error or (f"no audio from {item.url} in the whole slot and no fallback played: "
@@ -1388,21 +1396,13 @@ class Agent:
         end_reason = "complete"
         error = ""
         try:
-            output = self._open_output(item, volume)
-            if not self._sleep_until(item.start_ms):
+            output = self._go_live(item, volume, item.start_ms)
+            if output is None:
                 return
-            self._stop_current.clear()
-            self._output = output
-            self._playing = item
-            if self._stop.is_set():
-                output.interrupt()
             while done < total:
-                if self._stop.is_set():
-                    end_reason = "stopped"
-                    break
-                interruption = self._interruption(item)
-                if interruption is not None:
-                    end_reason = interruption
+                must_end = self._must_end(item)
+                if must_end is not None:
+                    end_reason = must_end
                     break
                 n = min(chunk_frames, total - done)
                 output.write(tone.sine(pending.frequency_hz, SAMPLE_RATE, done, n, total))
@@ -1415,14 +1415,8 @@ class Agent:
             end_reason = "error"
             error = f"{type(exc).__name__}: {exc}"
         finally:
-            self._playing = None
-            self._output = None
-            self._last_play_end_ms = _now_ms()
-            if output is not None:
-                try:
-                    output.close()
-                except Exception:
-                    logger.exception("rx %s: closing the test tone output failed", self.rx)
+            self._end_live()
+            self._close_output(output, item)
         fields: dict[str, Any] = {**base, "played_ms": done * 1000 // SAMPLE_RATE, "end_reason": end_reason}
         if error:
             fields["error"] = error
