@@ -7,6 +7,7 @@ without clashing with other packages' conftest files.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import re
@@ -33,6 +34,7 @@ from schedules.conf import ReceiverConf
 from schedules.manifest import Item, Manifest, MediaRef
 
 TOKEN = "test-token-123"
+SECOND = 44100 * 2  # bytes of one second of the players' PCM (mono s16le, 44.1 kHz)
 
 
 # ------------------------------------------------------------------ helpers
@@ -55,6 +57,12 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: fl
         if time.monotonic() > deadline:
             pytest.fail(f"condition not met within {timeout} s")
         time.sleep(interval)
+
+
+def outbox_events(agent: Any, type_: str | None = None) -> list[dict[str, Any]]:
+    """The events still in the agent's outbox (not yet acknowledged), oldest first; ``type_`` filters."""
+    found = [json.loads(p.payload) for p in agent.outbox.pending()]
+    return [e for e in found if type_ is None or e["type"] == type_]
 
 
 def now_ms() -> int:

@@ -12,7 +12,7 @@ from receiver.agent import Agent
 from receiver.config import ReceiverConfig
 from schedules import signing, topics
 
-from rx_support import Media, make_item, now_ms, signed_conf, signed_manifest, unique
+from rx_support import Media, make_item, now_ms, outbox_events, signed_conf, signed_manifest, unique
 
 
 @pytest.fixture
@@ -22,12 +22,8 @@ def agent(make_config: Callable[..., ReceiverConfig]) -> Iterator[Agent]:
     a.stop()
 
 
-def _events(agent: Agent) -> list[dict[str, Any]]:
-    return [json.loads(p.payload) for p in agent.outbox.pending()]
-
-
 def _types(agent: Agent) -> list[str]:
-    return [e["type"] for e in _events(agent)]
+    return [e["type"] for e in outbox_events(agent)]
 
 
 def _items(media: Media, n: int = 1) -> list[Any]:
@@ -42,14 +38,14 @@ def test_conf_then_manifest_accepted(agent: Agent, signing_key: Any, sine_mp3: M
     assert agent.scopes() == [area, f"rx/{agent.rx}"]
     agent.handle_message(topics.sched(area), signed_manifest(signing_key, area, 3, _items(sine_mp3, 2)))
     assert agent.manifests[area].version == 3
-    accepted = _events(agent)[-1]
+    accepted = outbox_events(agent)[-1]
     assert accepted["type"] == "manifest.accepted"
     assert (accepted["scope"], accepted["version"], accepted["items"]) == (area, 3, 2)
-    assert [e["type"] for e in _events(agent)] == ["conf.accepted", "manifest.accepted"]
+    assert [e["type"] for e in outbox_events(agent)] == ["conf.accepted", "manifest.accepted"]
     assert (agent.state_dir / "manifests" / f"{area.replace('/', '%2F')}.json").exists()
     # The same version again (a retained message re-delivered) changes nothing.
     agent.handle_message(topics.sched(area), signed_manifest(signing_key, area, 3, _items(sine_mp3, 2)))
-    assert len(_events(agent)) == 2
+    assert len(outbox_events(agent)) == 2
 
 
 def test_bad_signature_is_refused_and_last_good_kept(agent: Agent, signing_key: Any, sine_mp3: Media) -> None:
@@ -66,7 +62,7 @@ def test_bad_signature_is_refused_and_last_good_kept(agent: Agent, signing_key: 
 
     assert agent.manifests[scope].version == 1
     assert len(agent.manifests[scope].items) == 1
-    events = _events(agent)
+    events = outbox_events(agent)
     assert [e["type"] for e in events] == [
         "manifest.accepted",
         "manifest.refused",
@@ -87,7 +83,7 @@ def test_older_version_is_refused_as_rollback(agent: Agent, signing_key: Any, si
     agent.handle_message(topics.sched(scope), signed_manifest(signing_key, scope, 5, _items(sine_mp3)))
     agent.handle_message(topics.sched(scope), signed_manifest(signing_key, scope, 4, _items(sine_mp3, 2)))
     assert agent.manifests[scope].version == 5
-    refused = _events(agent)[-1]
+    refused = outbox_events(agent)[-1]
     assert refused["type"] == "manifest.refused"
     assert refused["code"] == "manifest.rollback"
     assert "4" in refused["reason"] and "5" in refused["reason"]
@@ -99,7 +95,7 @@ def test_manifest_replayed_onto_another_scope_is_refused(agent: Agent, signing_k
     agent.handle_message(topics.conf(agent.rx), signed_conf(signing_key, agent.rx, 1, [area_a, area_b]))
     agent.handle_message(topics.sched(area_b), signed_manifest(signing_key, area_a, 1, _items(sine_mp3)))
     assert area_b not in agent.manifests
-    events = _events(agent)
+    events = outbox_events(agent)
     assert events[-2]["type"] == "manifest.refused" and events[-2]["code"] == "sig.wrong_scope"
     assert events[-1]["type"] == "fault.raised" and events[-1]["fault"] == "signature_refused"
 
@@ -112,7 +108,7 @@ def test_malformed_payloads_never_raise(agent: Agent, signing_key: Any) -> None:
     agent.handle_message(topics.sched(scope), signing.sign(signing_key, body))
     agent.handle_message("some/other/topic", b"x")
     agent.handle_message(topics.conf(agent.rx), b"{}")
-    codes = [(e["type"], e.get("code")) for e in _events(agent)]
+    codes = [(e["type"], e.get("code")) for e in outbox_events(agent)]
     assert codes[:4] == [
         ("manifest.refused", "msg.not_json"),
         ("manifest.refused", "sig.invalid"),  # no signature at all
@@ -120,14 +116,14 @@ def test_malformed_payloads_never_raise(agent: Agent, signing_key: Any) -> None:
         ("manifest.refused", "manifest.malformed"),
     ]
     assert codes[4] == ("fault.raised", "msg.malformed")
-    assert _events(agent)[4]["fault"] == "conf_refused"
+    assert outbox_events(agent)[4]["fault"] == "conf_refused"
     assert agent.manifests == {}
 
 
 def test_manifest_for_a_scope_not_followed_is_ignored(agent: Agent, signing_key: Any, sine_mp3: Media) -> None:
     other = f"area/{unique()}"
     agent.handle_message(topics.sched(other), signed_manifest(signing_key, other, 1, _items(sine_mp3)))
-    assert agent.manifests == {} and _events(agent) == []
+    assert agent.manifests == {} and outbox_events(agent) == []
 
 
 def test_conf_changes_scopes_and_refuses_rollback(agent: Agent, signing_key: Any, sine_mp3: Media) -> None:
@@ -139,11 +135,11 @@ def test_conf_changes_scopes_and_refuses_rollback(agent: Agent, signing_key: Any
     assert agent.scopes() == [area_b, f"rx/{agent.rx}"]
     agent.handle_message(topics.conf(agent.rx), signed_conf(signing_key, agent.rx, 1, [area_a]))
     assert agent.conf is not None and agent.conf.version == 3
-    last = _events(agent)[-1]
+    last = outbox_events(agent)[-1]
     assert (last["type"], last["fault"], last["code"]) == ("fault.raised", "conf_refused", "conf.rollback")
     other_rx = signed_conf(signing_key, "someone-else", 9, [area_a])
     agent.handle_message(topics.conf(agent.rx), other_rx)
-    assert _events(agent)[-1]["code"] == "sig.wrong_scope"
+    assert outbox_events(agent)[-1]["code"] == "sig.wrong_scope"
     assert agent.conf.version == 3
 
 

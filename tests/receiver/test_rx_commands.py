@@ -21,16 +21,12 @@ from rx_support import (
     content_bytes,
     make_item,
     now_ms,
+    outbox_events,
     signed_manifest,
     sine_mp3_file,
     unique,
     wait_until,
 )
-
-
-def _events(agent: Agent, type_: str | None = None) -> list[dict[str, Any]]:
-    found = [json.loads(p.payload) for p in agent.outbox.pending()]
-    return [e for e in found if type_ is None or e["type"] == type_]
 
 
 def _cmd(key: Any, scope: str, action: str, args: dict[str, Any] | None = None, **kw: Any) -> bytes:
@@ -103,8 +99,8 @@ def test_replay_is_refused_even_after_a_restart(
         agent.handle_message(topics.cmd(scope), captured)
         assert agent.volume == 40
         agent.handle_message(topics.cmd(scope), captured)
-        (ack,) = _events(agent, "command.ack")
-        (refused,) = _events(agent, "command.refused")
+        (ack,) = outbox_events(agent, "command.ack")
+        (refused,) = outbox_events(agent, "command.refused")
     finally:
         agent.stop()
     assert ack["action"] == "volume" and ack["volume"] == 40
@@ -112,7 +108,7 @@ def test_replay_is_refused_even_after_a_restart(
     again = Agent(config)  # after a power cut: the nonce is still known
     try:
         again.handle_message(topics.cmd(scope), captured)
-        refused = _events(again, "command.refused")
+        refused = outbox_events(again, "command.refused")
         assert [r["code"] for r in refused] == ["cmd.replay", "cmd.replay"]
         assert again.volume == 80
     finally:
@@ -140,10 +136,10 @@ def test_forged_stale_and_unknown_commands_are_refused(
 ) -> None:
     scope = f"rx/{agent.rx}"
     agent.handle_message(topics.cmd(scope), make(signing_key, scope))
-    (refused,) = _events(agent, "command.refused")
+    (refused,) = outbox_events(agent, "command.refused")
     assert refused["code"] == code and refused["scope"] == scope and refused["reason"]
-    assert not _events(agent, "command.ack")
-    faults = _events(agent, "fault.raised")
+    assert not outbox_events(agent, "command.ack")
+    faults = outbox_events(agent, "fault.raised")
     if code.startswith("sig."):
         assert faults[0]["fault"] == "signature_refused" and faults[0]["kind"] == "command"
     else:
@@ -168,15 +164,15 @@ def test_emergency_preempts_then_the_programme_resumes_where_it_stands(
             topics.sched(scope), signed_manifest(signing_key, scope, 1, [make_item("prog", start, 6000, long_mp3.ref)])
         )
         agent.start()
-        wait_until(lambda: _events(agent, "playback.started"), timeout=20)
+        wait_until(lambda: outbox_events(agent, "playback.started"), timeout=20)
         emergency_id = unique("storm-")
         agent.handle_message(
             topics.cmd(scope),
             _cmd(signing_key, scope, "emergency", {"id": emergency_id, "media": _media(alarm_mp3), "volume": 100}),
         )
-        wait_until(lambda: len(_events(agent, "playback.finished")) >= 3, timeout=30)
-        finished = _events(agent, "playback.finished")
-        started = _events(agent, "playback.started")
+        wait_until(lambda: len(outbox_events(agent, "playback.finished")) >= 3, timeout=30)
+        finished = outbox_events(agent, "playback.finished")
+        started = outbox_events(agent, "playback.started")
     finally:
         agent.stop()
     assert [(e["item_id"], e["end_reason"]) for e in finished] == [
@@ -208,10 +204,10 @@ def test_stop_command_ends_the_item_playing(
             signed_manifest(signing_key, scope, 1, [make_item("prog", now_ms() + 1000, 6000, long_mp3.ref)]),
         )
         agent.start()
-        wait_until(lambda: _events(agent, "playback.started"), timeout=20)
+        wait_until(lambda: outbox_events(agent, "playback.started"), timeout=20)
         agent.handle_message(topics.cmd(scope), _cmd(signing_key, scope, "stop"))
-        (finished,) = wait_until(lambda: _events(agent, "playback.finished"), timeout=10)
-        (ack,) = _events(agent, "command.ack")
+        (finished,) = wait_until(lambda: outbox_events(agent, "playback.finished"), timeout=10)
+        (ack,) = outbox_events(agent, "command.ack")
     finally:
         agent.stop()
     assert finished["end_reason"] == "stopped_by_command" and finished["played_ms"] < 5000

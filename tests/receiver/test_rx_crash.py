@@ -18,6 +18,7 @@ from receiver.config import ReceiverConfig
 from schedules import events, topics
 
 from rx_support import (
+    SECOND,
     Media,
     MediaServer,
     classify,
@@ -25,18 +26,13 @@ from rx_support import (
     ffmpeg_pids,
     make_item,
     now_ms,
+    outbox_events,
     runs,
     signed_manifest,
     sine_mp3_file,
     tones,
     wait_until,
 )
-
-SECOND = 44100 * 2
-
-
-def _events(agent: Agent, type_: str) -> list[dict[str, Any]]:
-    return [e for e in (json.loads(p.payload) for p in agent.outbox.pending()) if e["type"] == type_]
 
 
 @pytest.fixture(scope="module")
@@ -58,18 +54,18 @@ def test_killed_decoder_raises_player_crashed_and_playback_goes_on(
     try:
         agent.handle_message(topics.sched(scope), signed_manifest(signing_key, scope, 1, items))
         agent.start()
-        wait_until(lambda: _events(agent, events.PLAYBACK_STARTED), timeout=20)
+        wait_until(lambda: outbox_events(agent, events.PLAYBACK_STARTED), timeout=20)
         time.sleep(1.5)
         path = agent.cache.path(long_mp3.ref.sha256)
         assert path is not None
         (pid,) = ffmpeg_pids(str(path))  # the decoder of "news", a real ffmpeg
         killed_ms = now_ms()
         os.kill(pid, signal.SIGKILL)
-        (raised,) = wait_until(lambda: _events(agent, events.FAULT_RAISED), timeout=10)
+        (raised,) = wait_until(lambda: outbox_events(agent, events.FAULT_RAISED), timeout=10)
         restarted = wait_until(lambda: [p for p in ffmpeg_pids(str(path)) if p != pid], timeout=10)
-        wait_until(lambda: len(_events(agent, events.PLAYBACK_FINISHED)) >= 2, timeout=20)
-        finished = _events(agent, events.PLAYBACK_FINISHED)
-        cleared = _events(agent, events.FAULT_CLEARED)
+        wait_until(lambda: len(outbox_events(agent, events.PLAYBACK_FINISHED)) >= 2, timeout=20)
+        finished = outbox_events(agent, events.PLAYBACK_FINISHED)
+        cleared = outbox_events(agent, events.FAULT_CLEARED)
     finally:
         agent.stop()
     assert raised["fault"] == "player_crashed" and raised["item_id"] == "news"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -10,11 +9,7 @@ from receiver.agent import Agent
 from receiver.config import ReceiverConfig
 from schedules import topics
 
-from rx_support import Media, MediaServer, make_item, now_ms, signed_manifest, wait_until
-
-
-def _events(agent: Agent) -> list[dict[str, Any]]:
-    return [json.loads(p.payload) for p in agent.outbox.pending()]
+from rx_support import Media, MediaServer, make_item, now_ms, outbox_events, signed_manifest, wait_until
 
 
 def test_relay_warms_up_before_the_item_and_switches_off_after_the_hold(
@@ -38,15 +33,15 @@ def test_relay_warms_up_before_the_item_and_switches_off_after_the_hold(
         wait_until(lambda: pin.state, timeout=10)
         switched_on = now_ms()
         assert start - switched_on >= 1000  # about the warm-up (1.5 s) plus the pre-roll before t0
-        wait_until(lambda: any(e["type"] == "playback.finished" for e in _events(agent)), timeout=10)
+        wait_until(lambda: any(e["type"] == "playback.finished" for e in outbox_events(agent)), timeout=10)
         assert pin.state  # held a little after the item
         wait_until(lambda: not pin.state, timeout=10)
         fault_pin.drive_low()  # the amplifier's fault line goes active
-        wait_until(lambda: any(e.get("fault") == "amplifier_fault" for e in _events(agent)), timeout=5)
+        wait_until(lambda: any(e.get("fault") == "amplifier_fault" for e in outbox_events(agent)), timeout=5)
         fault_pin.drive_high()
         wait_until(lambda: any(e["type"] == "fault.cleared" and e.get("fault") == "amplifier_fault"
-                               for e in _events(agent)), timeout=5)
-        changes = [e["on"] for e in _events(agent) if e["type"] == "amplifier.changed"]
+                               for e in outbox_events(agent)), timeout=5)
+        changes = [e["on"] for e in outbox_events(agent) if e["type"] == "amplifier.changed"]
     finally:
         agent.stop()
     assert changes == [True, False]

@@ -12,23 +12,18 @@ from receiver.config import ReceiverConfig
 from schedules import topics
 
 from rx_support import (
+    SECOND,
     Media,
     MediaServer,
     content_bytes,
     make_item,
     now_ms,
+    outbox_events,
     signed_conf,
     signed_manifest,
     unique,
     wait_until,
 )
-
-SECOND = 44100 * 2
-
-
-def _events(agent: Agent, type_: str) -> list[dict[str, Any]]:
-    found = [json.loads(p.payload) for p in agent.outbox.pending()]
-    return [e for e in found if e["type"] == type_]
 
 
 def _sidecars(config: ReceiverConfig) -> list[dict[str, Any]]:
@@ -48,7 +43,7 @@ def test_plays_on_time_with_the_broker_down(
         agent.handle_message(topics.conf(agent.rx), signed_conf(signing_key, agent.rx, 1, [area]))
         agent.handle_message(topics.sched(area), signed_manifest(signing_key, area, 1, [item]))
         agent.start()  # the broker in the config is unreachable: playback must not care
-        finished = wait_until(lambda: _events(agent, "playback.finished"), timeout=20)
+        finished = wait_until(lambda: outbox_events(agent, "playback.finished"), timeout=20)
         assert agent.cache.path(sine_mp3.ref.sha256) is not None
         assert agent.heartbeat()["manifests"] == {area: 1}
     finally:
@@ -90,8 +85,8 @@ def test_restart_mid_item_resumes_at_the_elapsed_offset(
         agent.handle_message(topics.sched(scope), signed_manifest(signing_key, scope, 1, [item]))
         agent.cache.fetch(sine_mp3.ref)  # cached during the previous run
         agent.start()
-        (finished,) = wait_until(lambda: _events(agent, "playback.finished"), timeout=20)
-        (started,) = _events(agent, "playback.started")
+        (finished,) = wait_until(lambda: outbox_events(agent, "playback.finished"), timeout=20)
+        (started,) = outbox_events(agent, "playback.started")
     finally:
         agent.stop()
     assert started["offset_ms"] >= 1500
@@ -115,8 +110,8 @@ def test_media_not_cached_at_start_fails_once(
             signed_manifest(signing_key, scope, 1, [make_item("news-3", start, 1000, sine_mp3.ref)]),
         )
         agent.start()
-        (failed,) = wait_until(lambda: _events(agent, "playback.failed"), timeout=20)
-        (fault,) = _events(agent, "fault.raised")
+        (failed,) = wait_until(lambda: outbox_events(agent, "playback.failed"), timeout=20)
+        (fault,) = outbox_events(agent, "fault.raised")
     finally:
         agent.stop()
     assert failed["item_id"] == "news-3" and failed["code"] == "media.not_cached"
@@ -144,9 +139,9 @@ def test_merged_timeline_plays_back_to_back_items_once_each_on_time(
         agent.handle_message(topics.sched(wide), signed_manifest(signing_key, wide, 1, wide_items))
         agent.handle_message(topics.sched(narrow), signed_manifest(signing_key, narrow, 1, narrow_items))
         agent.start()
-        wait_until(lambda: len(_events(agent, "playback.finished")) >= 2, timeout=20)
-        started = _events(agent, "playback.started")
-        finished = _events(agent, "playback.finished")
+        wait_until(lambda: len(outbox_events(agent, "playback.finished")) >= 2, timeout=20)
+        started = outbox_events(agent, "playback.started")
+        finished = outbox_events(agent, "playback.finished")
     finally:
         agent.stop()
     assert [e["item_id"] for e in started] == ["district-1", "district-2"]
@@ -176,7 +171,7 @@ def test_item_followed_by_a_bare_separator_plays_to_its_end(
     try:
         agent.handle_message(topics.sched(scope), signed_manifest(signing_key, scope, 1, items))
         agent.start()
-        (finished,) = wait_until(lambda: _events(agent, "playback.finished"), timeout=20)
+        (finished,) = wait_until(lambda: outbox_events(agent, "playback.finished"), timeout=20)
     finally:
         agent.stop()
     assert finished["item_id"] == "news-4" and finished["end_reason"] == "complete", finished

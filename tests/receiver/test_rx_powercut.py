@@ -16,6 +16,7 @@ from receiver.outbox import Outbox
 from schedules.manifest import Item
 
 from rx_support import (
+    SECOND,
     Media,
     MediaServer,
     free_port,
@@ -28,7 +29,6 @@ from rx_support import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-SECOND = 44100 * 2
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from schedules import events, topics
 from schedules.manifest import Item, MediaRef
 
 from rx_support import (
+    SECOND,
     Broker,
     Collector,
     HlsStation,
@@ -29,6 +30,7 @@ from rx_support import (
     content_bytes,
     free_port,
     now_ms,
+    outbox_events,
     raw_mp3,
     runs,
     signed_manifest,
@@ -38,7 +40,6 @@ from rx_support import (
     wait_until,
 )
 
-SECOND = 44100 * 2
 STREAM_HZ = 440
 FALLBACK_HZ = 880
 WINDOW_MS = 100
@@ -47,11 +48,6 @@ WINDOW_MS = 100
 def _relay(item_id: str, start: int, duration_ms: int, url: str, fallback: MediaRef | None) -> Item:
     return Item(id=item_id, title=item_id, start_ms=start, duration_ms=duration_ms, priority="normal",
                 media=fallback, kind="relay", url=url)
-
-
-def _events(agent: Agent, type_: str | None = None) -> list[dict[str, Any]]:
-    found = [json.loads(p.payload) for p in agent.outbox.pending()]
-    return [e for e in found if type_ is None or e["type"] == type_]
 
 
 def _recordings(config: ReceiverConfig, item_id: str) -> list[tuple[dict[str, Any], bytes]]:
@@ -107,9 +103,9 @@ def test_relay_plays_an_icecast_stream_for_its_slot(
     agent = _agent_with(config, signing_key, [_relay("vov-1", start, 3000, station.url, fallback_mp3.ref)])
     try:
         agent.start()
-        (finished,) = wait_until(lambda: _events(agent, events.PLAYBACK_FINISHED), timeout=20)
-        (started,) = _events(agent, events.PLAYBACK_STARTED)
-        faults = _events(agent, events.FAULT_RAISED)
+        (finished,) = wait_until(lambda: outbox_events(agent, events.PLAYBACK_FINISHED), timeout=20)
+        (started,) = outbox_events(agent, events.PLAYBACK_STARTED)
+        faults = outbox_events(agent, events.FAULT_RAISED)
     finally:
         agent.stop()
     assert started["kind"] == "relay" and started["source"] == "stream" and started["url"] == station.url
@@ -136,7 +132,7 @@ def test_relay_plays_an_hls_stream(
         agent = _agent_with(config, signing_key, [_relay("hls-1", start, 3000, hls.url, None)])
         try:
             agent.start()
-            (finished,) = wait_until(lambda: _events(agent, events.PLAYBACK_FINISHED), timeout=20)
+            (finished,) = wait_until(lambda: outbox_events(agent, events.PLAYBACK_FINISHED), timeout=20)
         finally:
             agent.stop()
     finally:
@@ -155,15 +151,15 @@ def test_relay_reconnects_when_the_station_comes_back(
     agent = _agent_with(config, signing_key, [_relay("vov-2", start, 8000, station.url, None)])
     try:
         agent.start()
-        wait_until(lambda: _events(agent, events.PLAYBACK_STARTED), timeout=20)
+        wait_until(lambda: outbox_events(agent, events.PLAYBACK_STARTED), timeout=20)
         time.sleep(1.0)
         station.stop()  # off the air for 3 s: longer than the receiver's buffer (the station's 2 s burst)
         time.sleep(3.0)
         station.start()
         back_ms = now_ms()
-        (finished,) = wait_until(lambda: _events(agent, events.PLAYBACK_FINISHED), timeout=20)
-        faults = _events(agent, events.FAULT_RAISED)
-        fallbacks = _events(agent, events.RELAY_FALLBACK)
+        (finished,) = wait_until(lambda: outbox_events(agent, events.PLAYBACK_FINISHED), timeout=20)
+        faults = outbox_events(agent, events.FAULT_RAISED)
+        fallbacks = outbox_events(agent, events.RELAY_FALLBACK)
     finally:
         agent.stop()
     assert finished["end_reason"] == "complete" and finished["reconnects"] >= 1
@@ -244,10 +240,10 @@ def test_relay_with_the_station_off_air_plays_the_fallback_from_the_start(
     agent = _agent_with(config, signing_key, [_relay("vov-4", start, 4000, dead, fallback_mp3.ref)])
     try:
         agent.start()
-        (finished,) = wait_until(lambda: _events(agent, events.PLAYBACK_FINISHED), timeout=20)
-        (started,) = _events(agent, events.PLAYBACK_STARTED)
-        (fallback,) = _events(agent, events.RELAY_FALLBACK)
-        raised = [e for e in _events(agent, events.FAULT_RAISED) if e["fault"] == "stream_unavailable"]
+        (finished,) = wait_until(lambda: outbox_events(agent, events.PLAYBACK_FINISHED), timeout=20)
+        (started,) = outbox_events(agent, events.PLAYBACK_STARTED)
+        (fallback,) = outbox_events(agent, events.RELAY_FALLBACK)
+        raised = [e for e in outbox_events(agent, events.FAULT_RAISED) if e["fault"] == "stream_unavailable"]
     finally:
         agent.stop()
     assert started["source"] == "fallback" and started["sha256"] == fallback_mp3.ref.sha256
@@ -267,9 +263,9 @@ def test_relay_without_fallback_and_no_stream_fails_with_a_reason(
     agent = _agent_with(config, signing_key, [_relay("vov-5", start, 2000, dead, None)])
     try:
         agent.start()
-        (failed,) = wait_until(lambda: _events(agent, events.PLAYBACK_FAILED), timeout=20)
-        raised = [e for e in _events(agent, events.FAULT_RAISED) if e["fault"] == "stream_unavailable"]
-        assert not _events(agent, events.PLAYBACK_STARTED) and not _events(agent, events.RELAY_FALLBACK)
+        (failed,) = wait_until(lambda: outbox_events(agent, events.PLAYBACK_FAILED), timeout=20)
+        raised = [e for e in outbox_events(agent, events.FAULT_RAISED) if e["fault"] == "stream_unavailable"]
+        assert not outbox_events(agent, events.PLAYBACK_STARTED) and not outbox_events(agent, events.RELAY_FALLBACK)
     finally:
         agent.stop()
     assert failed["code"] == "relay.unavailable" and failed["item_id"] == "vov-5" and dead in failed["reason"]
@@ -288,16 +284,16 @@ def test_emergency_preempts_a_relay_which_is_rejoined_live(
     agent = _agent_with(config, signing_key, [_relay("vov-6", start, 5000, station.url, None)])
     try:
         agent.start()
-        wait_until(lambda: _events(agent, events.PLAYBACK_STARTED), timeout=20)
+        wait_until(lambda: outbox_events(agent, events.PLAYBACK_STARTED), timeout=20)
         time.sleep(1.0)
         storm = unique("storm-")
         media = {"sha256": alarm.ref.sha256, "path": alarm.ref.path, "bytes": alarm.ref.bytes,
                  "duration_ms": alarm.ref.duration_ms}
         agent.handle_message(topics.cmd(scope), controller_commands.build(
             signing_key, scope, "emergency", {"id": storm, "media": media, "volume": 100})[1])
-        wait_until(lambda: len(_events(agent, events.PLAYBACK_FINISHED)) >= 3, timeout=20)
-        finished = _events(agent, events.PLAYBACK_FINISHED)
-        started = _events(agent, events.PLAYBACK_STARTED)
+        wait_until(lambda: len(outbox_events(agent, events.PLAYBACK_FINISHED)) >= 3, timeout=20)
+        finished = outbox_events(agent, events.PLAYBACK_FINISHED)
+        started = outbox_events(agent, events.PLAYBACK_STARTED)
     finally:
         agent.stop()
     assert [(e["item_id"], e["end_reason"]) for e in finished] == [

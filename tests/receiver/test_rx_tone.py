@@ -17,6 +17,7 @@ from receiver.config import ReceiverConfig
 from schedules import events, topics
 
 from rx_support import (
+    SECOND,
     Broker,
     Collector,
     Media,
@@ -24,6 +25,7 @@ from rx_support import (
     classify,
     make_item,
     now_ms,
+    outbox_events,
     runs,
     signed_conf,
     signed_manifest,
@@ -32,12 +34,6 @@ from rx_support import (
     unique,
     wait_until,
 )
-
-SECOND = 44100 * 2
-
-
-def _events(agent: Agent, type_: str) -> list[dict[str, Any]]:
-    return [e for e in (json.loads(p.payload) for p in agent.outbox.pending()) if e["type"] == type_]
 
 
 def _recordings(config: ReceiverConfig, prefix: str) -> list[tuple[dict[str, Any], bytes]]:
@@ -105,13 +101,13 @@ def test_test_tone_preempts_the_programme_which_then_resumes(
         agent.handle_message(topics.sched(scope),
                              signed_manifest(signing_key, scope, 1, [make_item("prog", start, 6000, long_mp3.ref)]))
         agent.start()
-        wait_until(lambda: _events(agent, events.PLAYBACK_STARTED), timeout=20)
+        wait_until(lambda: outbox_events(agent, events.PLAYBACK_STARTED), timeout=20)
         time.sleep(0.5)
         agent.handle_message(topics.cmd(scope), _cmd(signing_key, scope, "test_tone",
                                                      {"duration_s": 1, "frequency_hz": 2000}))
-        wait_until(lambda: len(_events(agent, events.PLAYBACK_FINISHED)) >= 2, timeout=20)
-        finished = _events(agent, events.PLAYBACK_FINISHED)
-        (tone_done,) = _events(agent, events.TEST_TONE_FINISHED)
+        wait_until(lambda: len(outbox_events(agent, events.PLAYBACK_FINISHED)) >= 2, timeout=20)
+        finished = outbox_events(agent, events.PLAYBACK_FINISHED)
+        (tone_done,) = outbox_events(agent, events.TEST_TONE_FINISHED)
     finally:
         agent.stop()
     assert [(e["item_id"], e["end_reason"]) for e in finished] == [("prog", "preempted"), ("prog", "complete")]
@@ -136,12 +132,13 @@ def test_test_tone_is_refused_while_an_emergency_plays(
                  "duration_ms": long_mp3.ref.duration_ms}
         agent.handle_message(topics.cmd(scope), _cmd(signing_key, scope, "emergency",
                                                      {"id": storm, "media": media, "volume": 100}))
-        wait_until(lambda: _events(agent, events.PLAYBACK_STARTED), timeout=20)
+        wait_until(lambda: outbox_events(agent, events.PLAYBACK_STARTED), timeout=20)
         agent.handle_message(topics.cmd(scope), _cmd(signing_key, scope, "test_tone"))
-        (refused,) = _events(agent, events.COMMAND_REFUSED)
+        (refused,) = outbox_events(agent, events.COMMAND_REFUSED)
         agent.handle_message(topics.cmd(scope), _cmd(signing_key, scope, "stop"))
-        wait_until(lambda: _events(agent, events.PLAYBACK_FINISHED), timeout=20)
-        assert not _events(agent, events.TEST_TONE_STARTED) and not _events(agent, events.TEST_TONE_FINISHED)
+        wait_until(lambda: outbox_events(agent, events.PLAYBACK_FINISHED), timeout=20)
+        assert not outbox_events(agent, events.TEST_TONE_STARTED)
+        assert not outbox_events(agent, events.TEST_TONE_FINISHED)
     finally:
         agent.stop()
     assert refused["action"] == "test_tone" and refused["code"] == "cmd.busy" and storm in refused["reason"]
@@ -161,8 +158,8 @@ def test_bad_test_tone_arguments_are_refused_with_a_reason(
         body = make_command(scope, "test_tone", now_ms=now_ms()).to_body()
         body["args"] = {"duration_s": 60, "frequency_hz": 1000}  # signed as is: the receiver checks it too
         agent.handle_message(topics.cmd(scope), signing.sign(signing_key, body))
-        (refused,) = _events(agent, events.COMMAND_REFUSED)
-        assert not _events(agent, events.COMMAND_ACK)
+        (refused,) = outbox_events(agent, events.COMMAND_REFUSED)
+        assert not outbox_events(agent, events.COMMAND_ACK)
     finally:
         agent.stop()
     assert refused["code"] == "cmd.malformed" and "duration_s" in refused["reason"]
