@@ -286,15 +286,16 @@ def decide_page(item_id: int, decision: str):
 
 
 def session_names(db, visible: set[str]) -> dict[str, str]:
-    """Session key -> name over the visible areas (templates, level defaults and extra sessions)."""
-    from controller.models import ExtraSessionRow
-    from controller.services.programme import templates_of
+    """Session key -> name over the visible areas (level defaults, the areas' own, extra sessions): two queries."""
+    from controller.models import ExtraSessionRow, SessionTemplateRow
+    from schedules.programme import default_templates
 
-    names: dict[str, str] = {}
-    for area in db.scalars(select(Area).where(Area.id.in_(visible))):
-        names.update({t.key: t.name for t in templates_of(db, area)})
-    extras = db.scalars(select(ExtraSessionRow).where(ExtraSessionRow.area_id.in_(visible)))
-    names.update({x.key: x.name for x in extras})
+    names = {t.key: t.name for level in default_templates().values() for t in level}
+    own = db.execute(select(SessionTemplateRow.key, SessionTemplateRow.name)
+                     .where(SessionTemplateRow.area_id.in_(visible)))
+    extras = db.execute(select(ExtraSessionRow.key, ExtraSessionRow.name).where(ExtraSessionRow.area_id.in_(visible)))
+    names.update(dict(own.all()))
+    names.update(dict(extras.all()))
     return {k: _(v) for k, v in names.items()}
 
 

@@ -36,7 +36,7 @@ def test_upload_shows_progress_then_the_bulletin_is_ready_and_scheduled(live_app
     page.reload()
     pending = page.locator(f'#bulletins tr[data-bulletin="{row.get_attribute("data-bulletin")}"] ul.pending li')
     pending.wait_for()
-    assert "Chờ duyệt" in pending.inner_text() and pending.locator("button").count() == 0
+    assert "Chờ duyệt: Buổi" in pending.inner_text() and pending.locator("button").count() == 0  # by session name
     approver = page.context.browser.new_context(locale="vi-VN").new_page()
     login(approver, base, "admin", "pw-admin")
     approver.goto(base + "/bulletins")
