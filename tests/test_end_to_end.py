@@ -174,3 +174,31 @@ def test_item_approved_in_the_ui_reaches_the_receiver_within_5_seconds(controlle
     refused = page.post(f"{base}/programme/items/{item_id}/reject", data={"area": "qd/phu"}, timeout=10)
     assert refused.status_code == 400
     assert _api(controller, f"/api/v1/programme/items/{item_id}")["item"]["status"] == "approved"
+
+
+def test_test_tone_button_plays_on_the_real_receiver(controller, receiver):
+    """The cluster page's "Phát âm thử" sends a signed command; the receiver plays 1000 Hz for 5 s and says so."""
+    _proc, sink_dir, log = receiver
+    base = controller.config["PUBLIC_URL"]
+    wait_until(lambda: _api(controller, "/api/v1/receivers/phu-1")["receiver"]["online"], timeout=30,
+               what=f"receiver online (log: {log})")
+    page = requests.Session()
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.get(base + "/login", timeout=10).text).group(1)
+    page.post(base + "/login", data={"username": "op-phu", "password": "pw-op-phu", "csrf_token": csrf}, timeout=10)
+    html = page.get(base + "/clusters/phu-1", timeout=10).text
+    assert 'value="test_tone"' in html
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+    sent = page.post(base + "/clusters/phu-1/command", data={"action": "test_tone", "csrf_token": csrf}, timeout=10)
+    assert "phát âm thử" in sent.text
+
+    def finished():
+        evs = _api(controller, "/api/v1/receivers/phu-1")["receiver"]["events"]
+        return [e for e in evs if e["type"] == "test_tone.finished"]
+
+    (event,) = wait_until(finished, timeout=30, what=f"test_tone.finished from the receiver (log: {log})")
+    assert event["end_reason"] == "complete" and abs(event["played_ms"] - 5000) <= 50
+    (pcm_file,) = sink_dir.glob("test-tone-*.pcm")
+    pcm = array.array("h", pcm_file.read_bytes())
+    middle = pcm[44100 * 2:44100 * 3]  # one second from the middle, mono 44.1 kHz
+    crossings = sum(1 for a, b in zip(middle, middle[1:], strict=False) if (a < 0) != (b < 0))
+    assert 1900 <= crossings <= 2100, crossings  # 1000 Hz
