@@ -13,7 +13,6 @@ import getpass
 import logging
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -115,11 +114,10 @@ class EmbeddedBroker:
             self.stop()
         raise RuntimeError(f"mosquitto ({binary}) did not start; see {self.workdir / 'mosquitto.log'}")
 
-    def reload(self) -> None:
-        """Make Mosquitto re-read its password and ACL files (SIGHUP)."""
-        if self._proc is None:
-            raise RuntimeError("only a running Mosquitto can reload")
-        self._proc.send_signal(signal.SIGHUP)
+    @property
+    def pid(self) -> int | None:
+        """Process id of the Mosquitto started here (``kill -HUP`` makes it re-read its password file)."""
+        return self._proc.pid if self._proc is not None else None
 
     def _start_amqtt(self) -> None:
         if self.password_file:

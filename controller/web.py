@@ -14,7 +14,16 @@ from sqlalchemy import case, func, select
 
 from controller import auth
 from controller.db import get_db
-from controller.models import ROLES, Area, Event, Fault, ProgrammeItem, Receiver
+from controller.models import (
+    ROLES,
+    Area,
+    Event,
+    ExtraSessionRow,
+    Fault,
+    ProgrammeItem,
+    Receiver,
+    SessionTemplateRow,
+)
 from controller.runtime import services
 from controller.services import areas, health
 from controller.services.health import in_fleet
@@ -29,7 +38,8 @@ from controller.services.programme import (
 )
 from schedules.events import now_ms
 from schedules.manifest import Item
-from schedules.planner import plan
+from schedules.planner import plan, session_slots
+from schedules.programme import default_templates
 
 bp = Blueprint("web", __name__)
 
@@ -134,8 +144,6 @@ def overview():
 def _area_panel(db, visible: set[str], nodes, programme, rows: list[dict], now: int, tz: ZoneInfo) -> list[dict]:
     """Per area with clusters: ok / fault / offline (its own and those below), today's sessions, what plays now,
     open faults. Areas with no cluster are left out; at most 300 rows."""
-    from schedules.planner import session_slots
-
     parent = {n.id: n.parent_id for n in nodes}
     by_id = {n.id: n for n in nodes}
     status: dict[str, dict[str, int]] = {}
@@ -287,9 +295,6 @@ def decide_page(item_id: int, decision: str):
 
 def session_names(db, visible: set[str]) -> dict[str, str]:
     """Session key -> name over the visible areas (level defaults, the areas' own, extra sessions): two queries."""
-    from controller.models import ExtraSessionRow, SessionTemplateRow
-    from schedules.programme import default_templates
-
     names = {t.key: t.name for level in default_templates().values() for t in level}
     own = db.execute(select(SessionTemplateRow.key, SessionTemplateRow.name)
                      .where(SessionTemplateRow.area_id.in_(visible)))

@@ -12,11 +12,21 @@ from datetime import date, datetime, timedelta
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-from flask import Blueprint, Response, abort, current_app, jsonify, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_babel import gettext as _
 from sqlalchemy import func, select, true
 
-from controller.db import get_db
+from controller.db import get_db, session_scope
 from controller.i18n import N_
 from controller.models import Area, Event, Fault, FaultAck, Receiver, User
 from controller.runtime import services
@@ -377,7 +387,22 @@ def reports_csv():
     principal = login_required()
     db, visible, chosen, _areas, tz, first, last, _error, since, until, _period = _report_query(principal)
     name = f"as-run_{(chosen or 'all').replace('/', '-')}_{first:%Y%m%d}-{last:%Y%m%d}.csv"
-    return Response(reports.csv_lines(db, visible, since, until, tz), mimetype="text/csv; charset=utf-8",
+    return csv_response(visible, since, until, tz, name)
+
+
+def csv_response(visible: set[str], since: int, until: int, tz: ZoneInfo, name: str) -> Response:
+    """The as-run CSV, streamed from a session of its own, closed when the stream ends or is dropped.
+
+    The lines are read after the request's teardown has closed its session; reading them on that
+    session took a connection that went back to the pool only when the garbage collector found it.
+    """
+    app = current_app._get_current_object()
+
+    def lines():
+        with session_scope(app) as db:
+            yield from reports.csv_lines(db, visible, since, until, tz)
+
+    return Response(lines(), mimetype="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 

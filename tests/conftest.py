@@ -89,7 +89,12 @@ def app(tmp_path, request):
         db.upgrade(application.config["DATABASE_URL"])
         yield application
         application.extensions["loaxa.services"].stop()
+        # A connection still checked out is a leak (the streamed CSV had one: it went back to the pool
+        # only when the garbage collector found it, which once happened inside a later test's ast.parse
+        # after DROP DATABASE had killed it, and Python 3.11.7 raised a SystemError there).
+        leaked = application.extensions["loaxa.engine"].pool.checkedout()
         application.extensions["loaxa.engine"].dispose()
+        assert leaked == 0, f"{leaked} database connection(s) left checked out"
 
 
 @pytest.fixture

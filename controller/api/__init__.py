@@ -16,7 +16,7 @@ from audio.errors import AudioError
 from controller import auth
 from controller.db import get_db
 from controller.errors import FORBIDDEN, UNAUTHORIZED, ApiError, error_response
-from controller.models import Area
+from controller.models import Area, Receiver
 from controller.openapi import OPENAPI
 from controller.runtime import services
 from controller.services import areas
@@ -96,6 +96,14 @@ def check_area(principal: auth.Principal, area_id: str) -> Area:
         # Same answer as a missing area: do not reveal other communes' ids.
         raise ApiError(404, "area.not_found", f"no area {area_id!r}", "Không tìm thấy địa bàn.")
     return area
+
+
+def receiver_in_scope(principal: auth.Principal, rx_id: str) -> Receiver:
+    """The receiver, or 404 ``receiver.not_found`` when it is unknown or outside the caller's areas."""
+    rx = get_db().get(Receiver, rx_id)
+    if rx is None or not principal.may_touch(get_db(), rx.area_id):
+        raise ApiError(404, "receiver.not_found", f"no receiver {rx_id!r}", "Không tìm thấy cụm loa.")
+    return rx
 
 
 @bp.get("/openapi.json")

@@ -9,7 +9,7 @@ from flask import Response, current_app, jsonify
 
 from controller import auth
 from controller import keys as keys_mod
-from controller.api import bp, check_area, json_body, require
+from controller.api import bp, check_area, json_body, receiver_in_scope, require
 from controller.api.receivers import receiver_json
 from controller.db import get_db
 from controller.errors import ApiError
@@ -22,13 +22,6 @@ from schedules.events import now_ms
 
 logger = logging.getLogger(__name__)
 SINKS = ("alsa", "file", "null")
-
-
-def _receiver_in_scope(principal: auth.Principal, rx_id: str) -> Receiver:
-    rx = get_db().get(Receiver, rx_id)
-    if rx is None or not principal.may_touch(get_db(), rx.area_id):
-        raise ApiError(404, "receiver.not_found", f"no receiver {rx_id!r}", "Không tìm thấy cụm thu.")
-    return rx
 
 
 def _coordinates(data: dict, rx: Receiver) -> None:
@@ -94,7 +87,7 @@ def update_receiver(principal, rx_id: str):
     """Rename, place on the map (lat, lon) or move to another area the caller manages."""
     data = json_body(optional=True)
     db = get_db()
-    rx = _receiver_in_scope(principal, rx_id)
+    rx = receiver_in_scope(principal, rx_id)
     if "name" in data:
         rx.name = _name(data, "")
     _coordinates(data, rx)
@@ -134,7 +127,7 @@ def receiver_bundle(principal, rx_id: str):
     """
     data = json_body(optional=True)
     db = get_db()
-    rx = _receiver_in_scope(principal, rx_id)
+    rx = receiver_in_scope(principal, rx_id)
     if rx.retired_ms is not None:
         raise ApiError(409, "receiver.retired", "the receiver is retired; register the box under a new id",
                        "Cụm loa đã ngừng sử dụng; hãy đăng ký hộp thu với mã mới.")
@@ -165,7 +158,7 @@ def receiver_bundle(principal, rx_id: str):
 def retire_receiver(principal, rx_id: str):
     """Take a box out of service: its token and broker login are revoked, its plays stay in the reports."""
     db = get_db()
-    rx = _receiver_in_scope(principal, rx_id)
+    rx = receiver_in_scope(principal, rx_id)
     if rx.retired_ms is not None:
         raise ApiError(409, "receiver.retired", "the receiver is already retired", "Cụm loa đã ngừng sử dụng.")
     audit(db, principal.id, "retire_receiver", "receiver", rx.id, {})

@@ -7,9 +7,8 @@ import json
 from flask import jsonify, request
 from sqlalchemy import select
 
-from controller.api import bp, require
+from controller.api import bp, receiver_in_scope, require
 from controller.db import get_db
-from controller.errors import ApiError
 from controller.models import Event, Receiver
 from controller.services import areas
 
@@ -48,8 +47,4 @@ def list_receivers(principal):
 @require("viewer")
 def get_receiver(principal, rx_id: str):
     """One receiver: status, last heartbeat, recent events and what it played."""
-    db = get_db()
-    rx = db.get(Receiver, rx_id)
-    if rx is None or not principal.may_touch(db, rx.area_id):
-        raise ApiError(404, "receiver.not_found", f"no receiver {rx_id!r}", "Không tìm thấy cụm thu.")
-    return jsonify({"receiver": receiver_json(rx, detail=True)})
+    return jsonify({"receiver": receiver_json(receiver_in_scope(principal, rx_id), detail=True)})

@@ -5,18 +5,16 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from flask import Response, current_app, jsonify, request
+from flask import current_app, jsonify, request
 from sqlalchemy import func, select
 
-from controller.api import bp, check_area, require
+from controller.api import bp, check_area, receiver_in_scope, require
 from controller.db import get_db
 from controller.errors import ApiError
 from controller.models import Fault, FaultAck, Receiver, User
 from controller.services import areas, health, reports
-from controller.web_status import fault_query
+from controller.web_status import csv_response, fault_query
 from schedules.events import now_ms
-
-_NOT_FOUND = ("receiver.not_found", "Không tìm thấy cụm loa.")
 
 
 def _visible(principal) -> set[str]:
@@ -86,9 +84,7 @@ def api_clusters(principal):
 def api_cluster_history(principal, rx_id: str):
     """One cluster's heartbeat history (15-minute buckets): ?hours=24 (up to 31 days)."""
     db = get_db()
-    rx = db.get(Receiver, rx_id)
-    if rx is None or not principal.may_touch(db, rx.area_id):
-        raise ApiError(404, _NOT_FOUND[0], f"no receiver {rx_id!r}", _NOT_FOUND[1])
+    rx = receiver_in_scope(principal, rx_id)
     now = now_ms()
     hours = _int("hours", 24, 1, 31 * 24)
     return jsonify({"rx": rx.id, "bucket_ms": health.BUCKET_MS,
@@ -168,8 +164,7 @@ def api_asrun(principal):
     fmt = request.args.get("format") or "json"
     if fmt == "csv":
         name = f"as-run_{first:%Y%m%d}-{last:%Y%m%d}.csv"
-        return Response(reports.csv_lines(db, visible, since, until, tz), mimetype="text/csv; charset=utf-8",
-                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
+        return csv_response(visible, since, until, tz, name)
     if fmt != "json":
         raise ApiError(400, "request.bad_field", "format must be json or csv", "Định dạng phải là json hoặc csv.")
     period = request.args.get("period") or "day"

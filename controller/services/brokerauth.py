@@ -37,7 +37,7 @@ def hash_password(password: str, *, iterations: int = ITERATIONS, salt: bytes | 
 
 
 def check_password(line_hash: str, password: str) -> bool:
-    """True when ``password`` matches a ``$7$`` hash (used by tests and the CLI)."""
+    """True when ``password`` matches a ``$7$`` hash (to check a line the file holds)."""
     try:
         _, kind, iterations, salt, _digest = line_hash.split("$")
     except ValueError:

@@ -91,6 +91,8 @@ def test_asrun_json_and_csv(watched, client):  # noqa: F811
     assert sum(sum(v.values()) for v in body["hours"]["hours"].values()) == pytest.approx(750_000 / 3_600_000, 0.01)
     csv_resp = client.get("/api/v1/reports/as-run?format=csv&period=month", headers=h)
     assert csv_resp.mimetype == "text/csv" and csv_resp.data.decode("utf-8-sig").count("\n") == 4
+    # The stream read its rows inside the request: its connection went back to the pool.
+    assert watched.extensions["loaxa.engine"].pool.checkedout() == 0
     op = basic("op-phu", "pw-op-phu")
     assert client.get("/api/v1/reports/as-run?area=qd/an", headers=op).status_code == 404
     assert client.get("/api/v1/reports/as-run", headers=op).json["counts"]["partial"] == 0
