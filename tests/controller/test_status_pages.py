@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -287,9 +287,17 @@ def test_bad_query_strings_give_pages_not_errors(watched, client, path):
 
 
 def test_report_dates_are_read_and_shown_as_dd_mm_yyyy(watched, client):
+    # The month asked for is the one the fixture's plays fell in (700 s ago), never a fixed calendar month.
+    played = datetime.fromtimestamp((now_ms() - 700_000) / 1000, ZoneInfo("Asia/Ho_Chi_Minh")).date()
+    first = played.replace(day=1)
+    last = (first + timedelta(days=32)).replace(day=1) - timedelta(days=1)
     _login(client, "admin")
-    html = client.get("/reports?from=01/11/2026&to=30/11/2026&period=month").text
-    assert "Từ 01/11/2026 đến 30/11/2026" in html and 'value="01/11/2026"' in html and "Tháng 11/2026" in html
+    html = client.get(f"/reports?from={first:%d/%m/%Y}&to={last:%d/%m/%Y}&period=month").text
+    assert f"Từ {first:%d/%m/%Y} đến {last:%d/%m/%Y}" in html and f'value="{first:%d/%m/%Y}"' in html
+    assert f"Tháng {first:%m/%Y}" in html
+    # A month in which nothing played lists no hours for it.
+    html = client.get("/reports?from=01/02/2020&to=29/02/2020&period=month").text
+    assert "Từ 01/02/2020 đến 29/02/2020" in html and "Tháng 02/2020" not in html
 
 
 def test_broadcast_time_labels_never_round_a_play_to_nothing(app):
