@@ -29,11 +29,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
     app.config.setdefault("PERMANENT_SESSION_LIFETIME", 8 * 3600)
 
-    from controller import api, auth, db, i18n, media, runtime, web
+    from controller import api, auth, db, i18n, labels, media, runtime, web
 
     db.init_app(app)
     auth.init_app(app)
     i18n.init_app(app)
+    labels.init_app(app)
     csrf.init_app(app)
     csrf.exempt(api.bp)  # the API takes credentials in headers only, never cookies
     app.register_blueprint(api.bp)

@@ -46,6 +46,17 @@ class Receiver(Base):
     area: Mapped[Area] = relationship()
 
 
+class Presence(Base):
+    """One change of a receiver's broker presence (its retained status and last will): online from ``since_ms``."""
+
+    __tablename__ = "presence"
+    __table_args__ = (Index("ix_presence_rx_since", "rx_id", "since_ms"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rx_id: Mapped[str] = mapped_column(ForeignKey("receivers.id"))
+    online: Mapped[bool] = mapped_column(Boolean)
+    since_ms: Mapped[int] = mapped_column(BigInteger)
+
+
 class User(Base):
     """A person who uses the web UI or the API."""
 
@@ -112,6 +123,10 @@ class Bulletin(Base):
     loudness_in_lufs: Mapped[float | None] = mapped_column(Float)  # measured on the source
     peak_in_db: Mapped[float | None] = mapped_column(Float)  # sample peak of the source
     updated_ms: Mapped[int | None] = mapped_column(BigInteger)
+    # Kept but worth a look (e.g. a truncated file decoded only in part); the UI shows it.
+    warning_code: Mapped[str | None] = mapped_column(String(60))
+    warning_message: Mapped[str | None] = mapped_column(Text)
+    warning_message_vi: Mapped[str | None] = mapped_column(Text)
 
 
 class ProgrammeItem(Base):

@@ -14,6 +14,7 @@ from sqlalchemy import case, func, select
 
 from controller import auth
 from controller.db import get_db
+from controller.labels import session_name
 from controller.models import (
     ROLES,
     Area,
@@ -301,7 +302,7 @@ def session_names(db, visible: set[str]) -> dict[str, str]:
     extras = db.execute(select(ExtraSessionRow.key, ExtraSessionRow.name).where(ExtraSessionRow.area_id.in_(visible)))
     names.update(dict(own.all()))
     names.update(dict(extras.all()))
-    return {k: _(v) for k, v in names.items()}
+    return {k: session_name(v) for k, v in names.items()}
 
 
 @bp.get("/bulletins")

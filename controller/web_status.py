@@ -43,7 +43,8 @@ EVENT_VI = {"playback.started": N_("Bắt đầu phát"), "playback.finished": N
             "manifest.accepted": N_("Nhận lịch phát"), "manifest.refused": N_("Từ chối lịch phát"),
             "conf.accepted": N_("Nhận cấu hình"), "command.ack": N_("Xác nhận lệnh"),
             "command.refused": N_("Từ chối lệnh"), "relay.fallback": N_("Chuyển sang bản tin dự phòng"),
-            "test_tone.started": N_("Phát âm thử"), "test_tone.finished": N_("Phát xong âm thử")}
+            "test_tone.started": N_("Phát âm thử"), "test_tone.finished": N_("Phát xong âm thử"),
+            "amplifier.changed": N_("Bật/tắt bộ khuếch đại"), "unknown": N_("Không rõ (cụm thu gửi mã lạ)")}
 FAULT_STATE_VI = {"open": N_("Chưa xử lý"), "acked": N_("Đã tiếp nhận"), "resolved": N_("Đã khắc phục")}
 RANGES = {"24h": 24 * 3600_000, "7d": 7 * 86_400_000}
 
@@ -181,7 +182,8 @@ def cluster_page(rx_id: str):
                            charts=charts, span_key=span_key, faults=faults, events=evs, event_vi=EVENT_VI,
                            fault_state=health.fault_state, fault_state_vi=FAULT_STATE_VI, fault_vi=health.FAULT_VI,
                            area_path=areas.ancestors(db, rx.area_id), health=health, asrun=asrun,
-                           outcome_vi=reports.OUTCOME_VI, local_time=local_time, now=now,
+                           outcome_vi=reports.OUTCOME_VI,
+                           reason_vi=reports.REASON_VI, local_time=local_time, now=now,
                            message=request.args.get("msg"), loads=_safe_json)
 
 
@@ -360,7 +362,8 @@ def reports_page():
                            problems=problems, total=total, page=_int_arg("page", 1), outcome=outcome,
                            pages=max(1, -(-total // per_page)), first=first, last=last, error=error, period=period,
                            chosen=chosen, areas=area_list, names=names, rx_names=rx_names, titles=item_titles,
-                           outcome_vi=reports.OUTCOME_VI, period_label=reports.period_label, local_time=local_time,
+                           outcome_vi=reports.OUTCOME_VI,
+                           reason_vi=reports.REASON_VI, period_label=reports.period_label, local_time=local_time,
                            page_url=_page_url, bars=_hour_bars(hours, names))
 
 
@@ -417,4 +420,5 @@ def reports_print():
                            hours=reports.broadcast_hours(db, visible, since, until, tz, period),
                            occ=reports.occurrences(db, visible, since, until, limit=2000),
                            first=first, last=last, chosen=chosen, names=names, outcome_vi=reports.OUTCOME_VI,
+                           reason_vi=reports.REASON_VI,
                            period_label=reports.period_label, local_time=local_time, printed=now_ms())

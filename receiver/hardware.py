@@ -14,9 +14,11 @@ import logging
 import threading
 from collections.abc import Callable
 
+from schedules import vocab
+
 logger = logging.getLogger(__name__)
 
-FAULT_INPUTS = ("mains_power_lost", "amplifier_fault", "speaker_line_open")
+FAULT_INPUTS = vocab.HARDWARE_FAULTS
 
 
 class HardwareError(RuntimeError):

@@ -7,6 +7,7 @@ import time
 import uuid
 from typing import Any
 
+from schedules import vocab
 from schedules.topics import PROTOCOL_VERSION
 
 PLAYBACK_STARTED = "playback.started"
@@ -54,7 +55,11 @@ def make_event(rx: str, type_: str, **fields: Any) -> dict[str, Any]:
     """A new event with a fresh uuid4 ``id`` and the current time."""
     if type_ not in TYPES:
         raise ValueError(f"unknown event type {type_!r}")
-    return {"v": PROTOCOL_VERSION, "id": str(uuid.uuid4()), "rx": rx, "ts": now_ms(), "type": type_, **fields}
+    event = {"v": PROTOCOL_VERSION, "id": str(uuid.uuid4()), "rx": rx, "ts": now_ms(), "type": type_, **fields}
+    bad = vocab.violations(event)
+    if bad:  # a programming error: the controller would store it as unknown and raise protocol_violation
+        raise ValueError(f"{type_} with words outside the shared vocabulary: {bad!r}")
+    return event
 
 
 def encode(event: dict[str, Any]) -> bytes:
@@ -62,8 +67,12 @@ def encode(event: dict[str, Any]) -> bytes:
     return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def decode(payload: bytes) -> dict[str, Any]:
-    """Parse and check an event; raises ValueError when it is not one."""
+def decode(payload: bytes, *, any_type: bool = False) -> dict[str, Any]:
+    """Parse and check an event; raises ValueError when it is not one.
+
+    With ``any_type`` an event of a type outside :data:`TYPES` is returned as it is (the
+    controller stores it as ``unknown``); otherwise it is refused.
+    """
     event = json.loads(payload.decode("utf-8"))
     if not isinstance(event, dict):
         raise ValueError("event is not an object")
@@ -72,7 +81,11 @@ def decode(payload: bytes) -> dict[str, Any]:
     for key in ("id", "rx", "ts", "type"):
         if key not in event:
             raise ValueError(f"event lacks {key!r}")
-    if event["type"] not in TYPES:
+    if not isinstance(event["ts"], int) or isinstance(event["ts"], bool) or not isinstance(event["rx"], str):
+        raise ValueError("event ts must be an integer and rx a string")
+    if not isinstance(event["type"], str):
+        raise ValueError("event type must be a string")
+    if event["type"] not in TYPES and not any_type:
         raise ValueError(f"unknown event type {event['type']!r}")
     try:
         uuid.UUID(str(event["id"]))

@@ -349,6 +349,7 @@ FAULT_VI = {
     "disk_nearly_full": N_("Bộ nhớ sắp đầy"), "no_audio_device": N_("Không có thiết bị âm thanh"),
     "overheating": N_("Quá nhiệt"), "player_crashed": N_("Trình phát bị lỗi"),
     "stream_unavailable": N_("Không thu được luồng phát trực tiếp"),
+    "protocol_violation": N_("Cụm thu gửi dữ liệu sai giao thức"), "unknown": N_("Không rõ (cụm thu gửi mã lạ)"),
 }
 
 

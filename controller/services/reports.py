@@ -47,7 +47,7 @@ REASON_VI = {
     "decoder_error": N_("Lỗi giải mã"), "error": N_("Lỗi khi phát"),
     "decoder.no_audio": N_("Bản tin không có âm thanh"),
     "relay.unavailable": N_("Không thu được luồng phát trực tiếp"), "expired": N_("Quá giờ phát"),
-    "media_end": "", "complete": "",
+    "media_end": "", "complete": "", "unknown": N_("Không rõ (cụm thu gửi mã lạ)"),
 }
 CSV_COLUMNS = ("occurrence_id", "programme_item_id", "title", "receiver", "receiver_name", "area",
                "planned_start", "reported_at", "outcome", "played_s", "planned_s", "played_pct", "reason")
@@ -177,7 +177,8 @@ def _decorate(db: Session, row: dict[str, Any]) -> dict[str, Any]:
             HeartbeatBucket.rx_id == row["rx_id"],
             HeartbeatBucket.bucket_ms.between(row["planned_start_ms"] - BUCKET_MS, row["planned_start_ms"])))
         row["reason"] = "no_start" if heard else "offline"
-    row["reason_vi"] = REASON_VI.get(row.get("reason") or "", row.get("reason") or "")
+    # Only the known reasons have a label: anything else is the receiver's data, not a message.
+    row["reason_vi"] = REASON_VI.get(row.get("reason") or "") or None
     return row
 
 

@@ -16,8 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from controller.db import session_scope
-from controller.models import Event, Fault, Receiver
-from schedules import events, topics
+from controller.models import Event, Fault, Presence, Receiver
+from schedules import events, topics, vocab
 from schedules.events import now_ms
 from schedules.planner import entry_of
 
@@ -88,7 +88,13 @@ class Telemetry:
                 return
             now = now_ms()
             if kind == "status":
-                rx.online = payload.strip() == b"online"
+                online = payload.strip() == b"online"
+                if payload.strip() not in (b"online", b"offline"):
+                    logger.warning("rx=%s sent a status that is neither online nor offline; taken as offline", rx_id)
+                if online != bool(rx.online) or db.scalar(select(Presence.id).where(Presence.rx_id == rx.id)
+                                                          .limit(1)) is None:
+                    db.add(Presence(rx_id=rx.id, online=online, since_ms=now))
+                rx.online = online
                 rx.last_seen_ms = now
                 logger.info("rx=%s is %s", rx_id, "online" if rx.online else "offline")
             elif kind == "hb":
@@ -99,6 +105,8 @@ class Telemetry:
                     return
                 rx.last_hb = json.dumps(hb, ensure_ascii=False)
                 rx.last_seen_ms = now
+                if not rx.online:  # a beat without a status message: it is there all the same
+                    db.add(Presence(rx_id=rx.id, online=True, since_ms=now))
                 rx.online = True
                 if isinstance(hb, dict):
                     from controller.services.health import record_heartbeat  # 15-minute history (issue 7)
@@ -110,8 +118,8 @@ class Telemetry:
 
     def _event(self, db, rx: Receiver, payload: bytes, now: int) -> None:
         try:
-            ev = events.decode(payload)
-        except ValueError as exc:
+            ev = events.decode(payload, any_type=True)
+        except (ValueError, RecursionError) as exc:
             logger.warning("rx=%s sent a malformed event: %s", rx.id, exc)
             return
         if ev["rx"] != rx.id:
@@ -121,18 +129,21 @@ class Telemetry:
             logger.debug("rx=%s event %s already ingested", rx.id, ev["id"])
             return
         rx.last_seen_ms = now
+        ev, bad = self._checked(ev)
+        if bad:
+            self._protocol_violation(db, rx, ev, bad)
         item_id = str(ev["item_id"])[:200] if ev.get("item_id") else None
         db.add(Event(id=ev["id"], rx_id=rx.id, ts_ms=int(ev["ts"]), type=ev["type"], item_id=item_id,
                      programme_item_id=entry_of(item_id) if item_id else None,
                      body=json.dumps(ev, ensure_ascii=False), received_ms=now))
         if ev["type"] == events.FAULT_RAISED:
-            code = str(ev.get("fault", "unknown"))[:60]
+            code = ev["fault"]
             open_fault = db.scalars(select(Fault).where(Fault.rx_id == rx.id, Fault.code == code,
                                                         Fault.cleared_ms.is_(None))).first()
             if open_fault is None:
                 db.add(Fault(rx_id=rx.id, code=code, detail=str(ev.get("reason", ""))[:2000], raised_ms=int(ev["ts"])))
         elif ev["type"] == events.FAULT_CLEARED:
-            code = str(ev.get("fault", "unknown"))[:60]
+            code = ev["fault"]
             for fault in db.scalars(select(Fault).where(Fault.rx_id == rx.id, Fault.code == code,
                                                         Fault.cleared_ms.is_(None))):
                 fault.cleared_ms = int(ev["ts"])
@@ -142,3 +153,23 @@ class Telemetry:
             # Another path stored the same id between our check and the insert.
             db.rollback()
         logger.info("rx=%s event %s %s item=%s", rx.id, ev["type"], ev["id"], ev.get("item_id"))
+
+    @staticmethod
+    def _checked(ev: dict) -> tuple[dict, list[tuple[str, object]]]:
+        """The event with its type and words checked against the shared vocabulary (others become ``unknown``)."""
+        bad: list[tuple[str, object]] = []
+        if ev["type"] not in events.TYPES:
+            bad.append(("type", ev["type"]))
+            ev = {**ev, "type": vocab.UNKNOWN, "raw_type": str(ev["type"])[:200]}
+        ev, words = vocab.sanitise(ev)
+        return ev, bad + words
+
+    @staticmethod
+    def _protocol_violation(db, rx: Receiver, ev: dict, bad: list[tuple[str, object]]) -> None:
+        """Open (or keep open) a ``protocol_violation`` fault for ``rx``: it sent words nobody agreed on."""
+        detail = "; ".join(f"{field}={str(value)[:200]!r}" for field, value in bad)
+        logger.warning("rx=%s event %s breaks the protocol (%s); stored as unknown", rx.id, ev["id"], detail)
+        open_fault = db.scalars(select(Fault).where(Fault.rx_id == rx.id, Fault.code == vocab.PROTOCOL_VIOLATION,
+                                                    Fault.cleared_ms.is_(None))).first()
+        if open_fault is None:
+            db.add(Fault(rx_id=rx.id, code=vocab.PROTOCOL_VIOLATION, detail=detail[:2000], raised_ms=now_ms()))

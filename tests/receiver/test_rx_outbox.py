@@ -17,7 +17,7 @@ from rx_support import Broker, Collector, signed_conf, unique, wait_until
 
 
 def _event(rx: str, n: int) -> bytes:
-    return events.encode(events.make_event(rx, events.FAULT_RAISED, fault="test", n=n))
+    return events.encode(events.make_event(rx, events.FAULT_RAISED, fault="overheating", n=n))
 
 
 def test_pending_survives_close_and_reopen(tmp_path: Path) -> None:
