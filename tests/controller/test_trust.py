@@ -1,4 +1,7 @@
-"""Receivers and users write data, never markup: the vocabulary check, the protocol_violation fault, no `_()` on data."""
+"""Receivers and users write data, never markup.
+
+The vocabulary check, the protocol_violation fault, no `_()` on data.
+"""
 
 from __future__ import annotations
 
@@ -78,9 +81,10 @@ def test_receiver_hardware_faults_are_words_of_the_vocabulary():
 def test_a_hostile_fault_code_is_stored_as_unknown_and_raises_protocol_violation(prog, client):
     tele = Telemetry(prog)
     tele.handle(topics.rx_events("phu-1"), _raw_event("phu-1", events.FAULT_RAISED, fault=PAYLOAD, reason=PAYLOAD))
-    tele.handle(topics.rx_events("phu-1"), _raw_event("phu-1", events.PLAYBACK_FINISHED, item_id="pi-1.20261122.0.qd/phu",
-                                                      planned_start_ms=events.now_ms() - 60_000, played_ms=10_000,
-                                                      planned_duration_ms=10_000, end_reason=PAYLOAD))
+    finished = _raw_event("phu-1", events.PLAYBACK_FINISHED, item_id="pi-1.20261122.0.qd/phu",
+                          planned_start_ms=events.now_ms() - 60_000, played_ms=10_000,
+                          planned_duration_ms=10_000, end_reason=PAYLOAD)
+    tele.handle(topics.rx_events("phu-1"), finished)
     tele.handle(topics.rx_events("phu-1"), _raw_event("phu-1", "<script>x</script>", item_id=PAYLOAD))
     with session_scope(prog) as db:
         faults = {f.code: f.detail for f in db.scalars(select(Fault).where(Fault.rx_id == "phu-1"))}
