@@ -6,6 +6,12 @@ normalising pipeline live here, with ``-progress`` parsing for job progress.
 Binaries come from ``LOAXA_FFMPEG`` / ``LOAXA_FFPROBE``, else the system PATH,
 else the ffmpeg shipped by the imageio-ffmpeg wheel (which has no ffprobe:
 probing then parses ``ffmpeg -i`` output).
+
+Inputs are untrusted: every probe and decode of a file is limited to the
+``file`` and ``pipe`` protocols and to the demuxers in :data:`DEMUXERS`, and a
+decode names the demuxer the probe found, so that a playlist (HLS, concat) or
+any other demuxer that opens further files or URLs is never selected. Messages
+that reach API clients never carry a server path (see :func:`audio.errors.strip_paths`).
 """
 
 from __future__ import annotations
@@ -20,13 +26,13 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
 import ffmpeg as ffmpeg_python
 
-from audio.errors import AudioError
+from audio.errors import AudioError, strip_paths
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +43,22 @@ _INTEGRATED = re.compile(r"Integrated loudness:\s+I:\s+(-?[\d.]+|-inf) LUFS")
 _PEAK = re.compile(r"(?:Sample|True) peak:\s+Peak:\s+(-?[\d.]+|-inf) dBFS")
 _SILENCE_START = re.compile(r"silence_start: (-?[\d.]+)")
 _SILENCE_END = re.compile(r"silence_end: (-?[\d.]+)")
+_ESTIMATED = re.compile(r"Estimating duration from bitrate")
+_CLOCK = re.compile(r"Parsed_ashowinfo\S* @ \S+\] n:\s*\d+ pts:\s*-?\d+ pts_time:\s*(-?[\d.]+)")
+_DECODE_ERROR = re.compile(r"Header missing|Invalid data found when processing input|Error while decoding|"
+                           r"incomplete frame|Packet corrupt|partial file|invalid frame|overread", re.IGNORECASE)
+
+DEMUXERS = ("mp3", "wav", "mov", "mp4", "m4a", "3gp", "amr", "ogg", "flac", "asf", "matroska", "webm", "aac")
+"""Demuxers an input may be read with (ffmpeg's names; ``mov`` is also mp4/m4a/3gp, ``asf`` is wma).
+Playlists (hls, concat), image sequences and everything that can open other files or URLs are left out."""
+PROTOCOLS = "file,pipe"
+"""The only protocols ffmpeg may open for an input."""
+_SAFE_INPUT = {"protocol_whitelist": PROTOCOLS, "format_whitelist": ",".join(DEMUXERS)}
+_SAFE_INPUT_ARGS = ["-protocol_whitelist", PROTOCOLS, "-format_whitelist", ",".join(DEMUXERS)]
+END_WINDOW_S = 1.5
+"""Decoder errors this close to the end of the decoded audio are taken as a file cut short."""
+CLOCK_S = 0.5
+"""Pass 1 logs where its decode is every CLOCK_S seconds (from the envelope branch, at 1 kHz: cheap)."""
 
 ENVELOPE_RATE = 1000
 Progress = Callable[[float], None]
@@ -80,11 +102,27 @@ class ProbeResult:
     channels: int | None
     sample_rate: int | None
     duration_s: float | None
+    audio_duration_s: float | None = None
+    """The audio stream's own duration when the container states one (a video may run longer)."""
+    duration_estimated: bool = False
+    """True when ffmpeg guessed the duration from the bitrate (no header states it)."""
 
     @property
     def has_audio(self) -> bool:
         """True when the file has at least one audio stream."""
         return self.codec is not None
+
+    @property
+    def demuxer(self) -> str | None:
+        """The demuxer to force when decoding this file, or None when it is not an accepted one."""
+        return demuxer_of(self.format_name)
+
+
+def demuxer_of(format_name: str) -> str | None:
+    """ffmpeg's name for the demuxer that read ``format_name`` (``mov`` for ``mov,mp4,m4a,...``) when it is
+    in :data:`DEMUXERS`, else None."""
+    first = format_name.split(",", 1)[0].strip().lower()
+    return first if first in DEMUXERS else None
 
 
 def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
@@ -98,17 +136,42 @@ def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
                          "Xử lý âm thanh quá lâu, đã dừng.") from exc
 
 
+def _client_text(stderr: str, path: Path, limit: int = 300) -> str:
+    """ffmpeg's last words about ``path``, fit for an API client: no path of this server in them."""
+    lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
+    text = " | ".join(lines[-2:]).replace(str(path), "input")
+    return strip_paths(text)[-limit:]
+
+
 def probe(path: Path) -> ProbeResult:
-    """Describe ``path``; raises AudioError ``audio.undecodable`` when ffmpeg cannot read it."""
+    """Describe ``path`` with the accepted demuxers only; raises AudioError ``audio.undecodable`` when
+    ffmpeg cannot read it (or reads it only with a demuxer outside :data:`DEMUXERS`)."""
     exe = ffprobe_exe()
     if exe:
-        proc = _run([exe, "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)], 60)
+        proc = _run([exe, "-v", "warning", *_SAFE_INPUT_ARGS, "-print_format", "json", "-show_format",
+                     "-show_streams", str(path)], 60)
         if proc.returncode != 0:
-            raise AudioError("audio.undecodable", f"ffprobe cannot read the file: {proc.stderr.strip()[:300]}",
+            logger.debug("ffprobe cannot read %s: %s", path, proc.stderr.strip()[-500:])
+            raise AudioError("audio.undecodable", f"ffprobe cannot read the file: {_client_text(proc.stderr, path)}",
                              "Tệp không đọc được hoặc không phải tệp âm thanh.")
-        return _from_ffprobe_json(json.loads(proc.stdout or "{}"))
-    proc = _run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)], 60)
-    return parse_ffmpeg_banner(proc.stderr)
+        info = _from_ffprobe_json(json.loads(proc.stdout or "{}"))
+        return _with_estimate(info, proc.stderr)
+    proc = _run([ffmpeg_exe(), "-hide_banner", "-nostdin", *_SAFE_INPUT_ARGS, "-i", str(path)], 60)
+    try:
+        return parse_ffmpeg_banner(proc.stderr)
+    except AudioError:
+        logger.debug("ffmpeg cannot read %s: %s", path, proc.stderr.strip()[-500:])
+        raise
+
+
+def _with_estimate(info: ProbeResult, stderr: str) -> ProbeResult:
+    if not _ESTIMATED.search(stderr):
+        return info
+    return replace(info, duration_estimated=True)
+
+
+def _seconds(value) -> float | None:
+    return float(value) if value not in (None, "N/A", "") else None
 
 
 def _from_ffprobe_json(data: dict) -> ProbeResult:
@@ -120,7 +183,8 @@ def _from_ffprobe_json(data: dict) -> ProbeResult:
         codec=audio.get("codec_name") if audio else None,
         channels=int(audio["channels"]) if audio and audio.get("channels") else None,
         sample_rate=int(audio["sample_rate"]) if audio and audio.get("sample_rate") else None,
-        duration_s=float(duration) if duration not in (None, "N/A") else None,
+        duration_s=_seconds(duration),
+        audio_duration_s=_seconds((audio or {}).get("duration")),
     )
 
 
@@ -146,6 +210,7 @@ def parse_ffmpeg_banner(stderr: str) -> ProbeResult:
         channels=channels,
         sample_rate=int(stream.group(2)) if stream else None,
         duration_s=duration,
+        duration_estimated=bool(_ESTIMATED.search(stderr)),
     )
 
 
@@ -176,6 +241,8 @@ class Measurement:
     duration_s: float
     lead_silence_s: float = 0.0
     trail_silence_s: float = 0.0
+    end_errors: int = 0
+    """Decoder errors in the last :data:`END_WINDOW_S` of the decode (a file cut short, usually)."""
 
 
 @dataclass(frozen=True)
@@ -229,6 +296,24 @@ def parse_silences(stderr: str, duration_s: float, *, keep_s: float = 0.25) -> t
     return lead, trail
 
 
+def count_end_errors(stderr: str, duration_s: float, *, window_s: float = END_WINDOW_S) -> int:
+    """Decoder and demuxer errors logged when the decode was within ``window_s`` of its end.
+
+    Where the decode was is read from the clock that pass 1 logs (an
+    ``ashowinfo`` line every :data:`CLOCK_S` of audio); without that clock
+    nothing counts, since an error could then be anywhere.
+    """
+    clock: float | None = None
+    count = 0
+    for line in stderr.splitlines():
+        t = _CLOCK.search(line)
+        if t:
+            clock = float(t.group(1)) + CLOCK_S
+        elif clock is not None and _DECODE_ERROR.search(line) and clock >= duration_s - window_s:
+            count += 1
+    return count
+
+
 def run_with_progress(args: list[str], *, duration_s: float | None, on_progress: Progress | None,
                       timeout: float) -> tuple[int, str, float]:
     """Run ffmpeg with ``-progress pipe:1``; return (exit code, stderr, last out_time in seconds).
@@ -277,14 +362,27 @@ def run_with_progress(args: list[str], *, duration_s: float | None, on_progress:
 _GLOBAL = ("-hide_banner", "-nostdin", "-nostats", "-progress", "pipe:1", "-loglevel", "info")
 
 
+def _input(src: Path, input_format: str | None, **kwargs):
+    """An ffmpeg-python input node for an untrusted file: file and pipe protocols and the accepted
+    demuxers only, and the demuxer the probe found when it is known."""
+    if input_format is not None and input_format not in DEMUXERS:
+        raise AudioError("audio.unsupported_format", f"the {input_format} format is not accepted",
+                         "Định dạng tệp này không được chấp nhận.")
+    return ffmpeg_python.input(str(src), **_SAFE_INPUT, **({"f": input_format} if input_format else {}), **kwargs)
+
+
 def _mono(stream, highpass_hz: float, lowpass_hz: float = 0):
     """Downmix first (every later filter then runs on one channel), in float, then the speech band.
 
+    ``aresample=async=1`` then fills gaps in the timestamps with silence: an
+    AMR voice note's DTX frames (SID, NO_DATA) decode to nothing, and without
+    it the silence between two sentences would vanish from the output.
     The low-pass keeps what a horn speaker reproduces and what the encoder
     keeps at 48 kbps, so that the loudness measured in pass 1 is the loudness
     that comes out.
     """
-    mono = stream.audio.filter("aformat", sample_fmts="flt", channel_layouts="mono")
+    mono = (stream.audio.filter("aformat", sample_fmts="flt", channel_layouts="mono")
+            .filter("aresample", **{"async": 1}))
     if highpass_hz > 0:
         mono = mono.filter("highpass", f=highpass_hz)
     if lowpass_hz > 0:
@@ -294,23 +392,27 @@ def _mono(stream, highpass_hz: float, lowpass_hz: float = 0):
 
 def measure(src: Path, *, highpass_hz: float, max_duration_s: float, lowpass_hz: float = 0,
             trim_silence: bool = False, envelope_file: Path | None = None,
-            on_progress: Progress | None = None, expected_s: float | None = None) -> Measurement:
+            on_progress: Progress | None = None, expected_s: float | None = None,
+            input_format: str | None = None) -> Measurement:
     """First pass: integrated loudness and sample peak (EBU R128) of the mono, band-limited signal.
 
     Reads at most ``max_duration_s`` + 1 s, so a file claiming hours in its
     headers costs no more than the limit; the caller compares the decoded
     duration with the limit. With ``envelope_file``, the same decode also
     writes a 1 kHz 16-bit envelope there for the waveform (nearly free here,
-    unlike a branch in pass 2).
+    unlike a branch in pass 2), and logs the position of the decode every
+    :data:`CLOCK_S`, so that decoder errors at the very end (a file cut
+    short) are told from errors elsewhere. ``input_format`` is the demuxer the probe found.
     """
-    stream = _mono(ffmpeg_python.input(str(src), t=max_duration_s + 1), highpass_hz, lowpass_hz)
+    stream = _mono(_input(src, input_format, t=max_duration_s + 1), highpass_hz, lowpass_hz)
     if trim_silence:
         stream = stream.filter("silencedetect", n="-50dB", d=0.4)
     stream = stream.filter("ebur128", peak="sample", framelog="verbose")
     if envelope_file is None:
         out = stream.output("-", f="null")
     else:
-        out = stream.filter("aresample", ENVELOPE_RATE, filter_size=1).output(
+        out = (stream.filter("aresample", ENVELOPE_RATE, filter_size=1)
+               .filter("asetnsamples", n=int(ENVELOPE_RATE * CLOCK_S), p=0).filter("ashowinfo")).output(
             str(envelope_file), f="s16le", acodec="pcm_s16le", ac=1).overwrite_output()
     graph = out.global_args(*_GLOBAL)
     code, stderr, out_time = run_with_progress(graph.compile(cmd=ffmpeg_exe()), duration_s=expected_s,
@@ -321,18 +423,19 @@ def measure(src: Path, *, highpass_hz: float, max_duration_s: float, lowpass_hz:
         raise AudioError("audio.undecodable", f"ffmpeg cannot decode the file (exit {code})",
                          "Tệp không giải mã được (hỏng hoặc bị cắt cụt).")
     lead, trail = parse_silences(stderr, out_time) if trim_silence else (0.0, 0.0)
-    return Measurement(loudness, out_time, lead, trail)
+    return Measurement(loudness, out_time, lead, trail, count_end_errors(stderr, out_time))
 
 
 def normalise_encode(src: Path, dst: Path, *, gain_db: float, limit_db: float, highpass_hz: float,
                      lowpass_hz: float = 0, encoding: Encoding, max_duration_s: float, start_s: float = 0.0,
                      end_s: float | None = None, on_progress: Progress | None = None,
-                     expected_s: float | None = None) -> float:
+                     expected_s: float | None = None, input_format: str | None = None) -> float:
     """Second pass: mono, band-limit, trim, one linear gain, a lookahead peak limiter, encode.
 
-    Returns the duration written, in seconds.
+    Returns the duration ffmpeg reports having written, in seconds (:func:`output_duration`
+    measures the file itself). ``input_format`` is the demuxer the probe found.
     """
-    stream = _mono(ffmpeg_python.input(str(src), t=max_duration_s + 1), highpass_hz, lowpass_hz)
+    stream = _mono(_input(src, input_format, t=max_duration_s + 1), highpass_hz, lowpass_hz)
     if start_s > 0 or end_s is not None:
         stream = stream.filter("atrim", **({"start": start_s} if start_s > 0 else {}),
                                **({"end": end_s} if end_s is not None else {})).filter("asetpts", "PTS-STARTPTS")
@@ -344,8 +447,23 @@ def normalise_encode(src: Path, dst: Path, *, gain_db: float, limit_db: float, h
     code, stderr, out_time = run_with_progress(graph.compile(cmd=ffmpeg_exe()), duration_s=expected_s,
                                                on_progress=on_progress, timeout=max_duration_s + 600)
     if code != 0:
-        logger.warning("encode %s failed (exit %s): %s", src.name, code, _tail(stderr))
-        raise AudioError("audio.transcode_failed", f"ffmpeg failed (exit {code}): {_tail(stderr)}",
+        logger.warning("encode %s failed (exit %s): %s", src, code, _tail(stderr))
+        tail = _tail(stderr).replace(str(src), "input").replace(str(dst), "output")
+        raise AudioError("audio.transcode_failed", f"ffmpeg failed (exit {code}): {strip_paths(tail)}",
+                         "Chuyển đổi âm thanh thất bại.")
+    return out_time
+
+
+def output_duration(path: Path, *, timeout: float = 3600) -> float:
+    """Seconds of audio a file this module wrote really holds: it is decoded (an MP3 of an hour in
+    about 2 s here), since headers count the encoder's padding and ffmpeg's own report of what
+    it wrote follows the input's timestamps, gaps included."""
+    graph = _input(path, None).audio.output("-", f="null").global_args(*_GLOBAL)
+    code, stderr, out_time = run_with_progress(graph.compile(cmd=ffmpeg_exe()), duration_s=None, on_progress=None,
+                                               timeout=timeout)
+    if code != 0:
+        logger.warning("cannot decode the output %s (exit %s): %s", path, code, _tail(stderr))
+        raise AudioError("audio.transcode_failed", f"the encoded file cannot be decoded (exit {code})",
                          "Chuyển đổi âm thanh thất bại.")
     return out_time
 
@@ -381,7 +499,7 @@ def envelope(path: Path, buckets: int = 800, *, start_s: float = 0.0, end_s: flo
 
 def measure_output(path: Path) -> Loudness:
     """An independent EBU R128 measurement with true peak (tests and benchmarks)."""
-    graph = (ffmpeg_python.input(str(path)).audio.filter("ebur128", peak="true", framelog="verbose")
+    graph = (_input(path, None).audio.filter("ebur128", peak="true", framelog="verbose")
              .output("-", f="null").global_args("-hide_banner", "-nostdin", "-nostats"))
     proc = _run(graph.compile(cmd=ffmpeg_exe()), 3 * 3600)
     loudness = parse_ebur128_summary(proc.stderr)
@@ -396,15 +514,21 @@ def _tail(stderr: str, limit: int = 300) -> str:
 
 
 def decode_pcm(path: Path, *, sample_rate: int = 24000, max_duration_s: float = 900) -> bytes:
-    """Decode a short piece (a sentence, a jingle) to mono 16-bit PCM; longer pieces are refused."""
-    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(path),
-                           "-t", str(max_duration_s + 0.5), "-vn", "-ac", "1", "-ar", str(sample_rate),
-                           "-f", "s16le", "-acodec", "pcm_s16le", "pipe:1"],
+    """Decode a short piece (a sentence, a jingle) to mono 16-bit PCM; longer pieces are refused.
+
+    Only the accepted demuxers and the file protocol may read it, as for uploads.
+    """
+    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", *_SAFE_INPUT_ARGS,
+                           "-i", str(path), "-t", str(max_duration_s + 0.5), "-vn", "-ac", "1",
+                           "-ar", str(sample_rate), "-f", "s16le", "-acodec", "pcm_s16le", "pipe:1"],
                           capture_output=True, timeout=max_duration_s + 60, check=False)
     if proc.returncode != 0:
-        raise AudioError("audio.undecodable", f"ffmpeg cannot decode {path.name}: "
-                         f"{proc.stderr.decode('utf-8', 'replace').strip()[:200]}", "Tệp không giải mã được.")
+        stderr = proc.stderr.decode("utf-8", "replace")
+        logger.debug("ffmpeg cannot decode %s: %s", path, stderr.strip()[-500:])
+        raise AudioError("audio.undecodable", f"ffmpeg cannot decode a piece to assemble: "
+                         f"{_client_text(stderr, path, 200)}", "Tệp không giải mã được.")
     if len(proc.stdout) > max_duration_s * sample_rate * 2:
-        raise AudioError("assembly.piece_too_long", f"{path.name} is longer than {max_duration_s:.0f}s",
+        logger.debug("piece %s is longer than %.0fs", path, max_duration_s)
+        raise AudioError("assembly.piece_too_long", f"a piece to assemble is longer than {max_duration_s:.0f}s",
                          f"Đoạn âm thanh dài quá {max_duration_s / 60:.0f} phút để ghép.")
     return proc.stdout

@@ -4,6 +4,12 @@ probe → validate → measure (pass 1: EBU R128 on the mono, high-passed signal
 → normalise and encode (pass 2: one linear gain, a peak limiter, the
 distribution codec) → sha256 → rename into the store. Everything streams
 through ffmpeg; nothing partial ever lands under its final name.
+
+Only the file extensions in :data:`EXTENSIONS` and the containers in
+``ffmpeg.DEMUXERS`` are accepted. A file that decodes to clearly less than
+its container states (cut short in a download or a copy) is kept, with an
+``audio.truncated`` warning naming both durations. The duration stored is
+the one of the encoded file.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from audio import ffmpeg
-from audio.errors import AudioError
+from audio.errors import AudioError, AudioWarning
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +36,11 @@ ffmpeg's decoder, at 48 and 128 kbps alike; espeak speech 0.5 LU); added to the 
 TOLERANCE_LU = 0.5
 DURATION_SLACK_S = 0.5
 """An encoder's padding must not make a three-hour recording "longer than three hours"."""
+TRUNCATED_MIN_S = 1.0
+TRUNCATED_FRACTION = 0.02
+"""A decode this much shorter than the container states (the larger of the two) is a file cut short."""
+GAP_WARN_S = 0.3
+"""Pass 2 reporting this much more than the file it wrote holds means timestamps had gaps: logged."""
 
 # Containers ffprobe may name for each family of file extensions: a name that
 # claims one family while the bytes are another is refused.
@@ -40,8 +51,11 @@ _FAMILIES: dict[str, tuple[str, ...]] = {
     "mp4": ("mov", "mp4", "m4a"), "mov": ("mov", "mp4"), "3gp": ("mov", "mp4", "3gp", "amr"),
     "amr": ("amr", "amrnb", "amrwb"), "ogg": ("ogg",), "opus": ("ogg",), "oga": ("ogg",),
     "flac": ("flac",), "wma": ("asf",), "asf": ("asf",), "mkv": ("matroska", "webm"),
-    "webm": ("matroska", "webm"),
+    "webm": ("matroska", "webm"), "mka": ("matroska", "webm"), "weba": ("matroska", "webm"),
+    "3gpp": ("mov", "mp4", "3gp", "amr"),
 }
+EXTENSIONS = frozenset(_FAMILIES)
+"""File extensions an upload may have; anything else (.m3u8, .txt, no extension) is refused unread."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +89,7 @@ class Prepared:
     loudness_lufs: float | None = None
     peak_db: float | None = None
     peaks: tuple[float, ...] = ()
+    warning: AudioWarning | None = None
 
 
 def sha256_file(path: Path) -> str:
@@ -86,14 +101,31 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def _extension(name: str) -> str:
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    return base.rsplit(".", 1)[1].lower().strip() if "." in base else ""
+
+
+def check_extension(name: str) -> str:
+    """The extension of an upload's file name; AudioError ``upload.unsupported_type`` unless it is one
+    of :data:`EXTENSIONS`. Checked before a byte of the upload is read."""
+    ext = _extension(name)
+    if ext not in EXTENSIONS:
+        shown = f".{ext[:20]}" if ext else "no extension"
+        raise AudioError("upload.unsupported_type",
+                         f"files with {shown} are not accepted; send one of: {', '.join(sorted(EXTENSIONS))}",
+                         "Loại tệp này không được nhận. Hãy gửi tệp âm thanh hoặc video (MP3, WAV, M4A, AMR, "
+                         "OGG, ...).")
+    return ext
+
+
 def check_name(name: str | None, info: ffmpeg.ProbeResult) -> None:
-    """Refuse a file whose extension claims a format its bytes are not (``x.mp3`` that is a WAV)."""
-    if not name or "." not in name:
+    """Refuse a file whose extension is not accepted, or claims a format its bytes are not
+    (``x.mp3`` that is a WAV); without a name (speech, the CLI) only the bytes count."""
+    if not name:
         return
-    ext = name.rsplit(".", 1)[1].lower().strip()
-    family = _FAMILIES.get(ext)
-    if family is None:
-        return
+    ext = check_extension(name)
+    family = _FAMILIES[ext]
     found = set(info.format_name.lower().split(","))
     if not any(f in found for f in family):
         raise AudioError("audio.name_mismatch",
@@ -106,6 +138,9 @@ def validate(path: Path, *, max_duration_s: float, name: str | None = None) -> f
     if path.stat().st_size == 0:
         raise AudioError("audio.empty", "the uploaded file is empty", "Tệp tải lên rỗng.")
     info = ffmpeg.probe(path)
+    if info.demuxer is None:
+        raise AudioError("audio.unsupported_format", f"the file is read as {info.format_name}, not an accepted "
+                         "audio or video container", "Định dạng tệp này không được chấp nhận.")
     if not info.has_audio:
         raise AudioError("audio.no_stream", "the file has no audio stream", "Tệp không có âm thanh.")
     if info.duration_s is not None and info.duration_s <= 0:
@@ -151,7 +186,7 @@ def prepare(src: Path, store: Path, *, settings: Settings | None = None, name: s
         m = ffmpeg.measure(src, highpass_hz=s.highpass_hz, lowpass_hz=s.lowpass_hz,
                            max_duration_s=s.max_duration_s, trim_silence=s.trim_silence,
                            envelope_file=envelope_file, expected_s=info.duration_s,
-                           on_progress=lambda f: report(0.2 * f))
+                           on_progress=lambda f: report(0.2 * f), input_format=info.demuxer)
         if m.duration_s <= 0:
             raise AudioError("audio.zero_duration", "the audio decodes to nothing", "Âm thanh có độ dài bằng 0.")
         if m.duration_s > s.max_duration_s + DURATION_SLACK_S:
@@ -168,7 +203,8 @@ def prepare(src: Path, store: Path, *, settings: Settings | None = None, name: s
                                            highpass_hz=s.highpass_hz, lowpass_hz=s.lowpass_hz,
                                            encoding=s.encoding, max_duration_s=s.max_duration_s,
                                            start_s=m.lead_silence_s, end_s=end, expected_s=m.duration_s,
-                                           on_progress=lambda f: report(lo + (hi - lo) * f))
+                                           on_progress=lambda f: report(lo + (hi - lo) * f),
+                                           input_format=info.demuxer)
 
         short = m.duration_s <= s.correct_up_to_s
         duration = encode(gain, limit, 0.2, 0.85 if short else 1.0)
@@ -178,6 +214,12 @@ def prepare(src: Path, store: Path, *, settings: Settings | None = None, name: s
             gain, limit, duration, after = _correct(s, src, tmp, gain, limit, duration, encode)
         else:
             after = ffmpeg.Loudness(round(m.loudness.integrated_lufs + gain - offset, 1), float("nan"))
+        written = ffmpeg.output_duration(tmp)
+        if abs(written - duration) > GAP_WARN_S:
+            logger.warning("%s: ffmpeg reported %.2fs written but the file holds %.2fs", src.name, duration,
+                           written)
+        duration = written
+        warning = truncation(info, m)
         peaks = [min(round(10 ** (limit / 20), 2), round(p * 10 ** (gain / 20), 2))
                  for p in ffmpeg.envelope(envelope_file, start_s=m.lead_silence_s, end_s=end)]
         digest = sha256_file(tmp)
@@ -192,10 +234,37 @@ def prepare(src: Path, store: Path, *, settings: Settings | None = None, name: s
                     duration, size, m.loudness.integrated_lufs, after.integrated_lufs)
         return Prepared(digest, final, size, round(duration * 1000), ext, info.codec, info.duration_s,
                         loudness_in_lufs=m.loudness.integrated_lufs, peak_in_db=_finite(m.loudness.peak_db),
-                        loudness_lufs=after.integrated_lufs, peak_db=_finite(after.peak_db), peaks=tuple(peaks))
+                        loudness_lufs=after.integrated_lufs, peak_db=_finite(after.peak_db), peaks=tuple(peaks),
+                        warning=warning)
     finally:
         tmp.unlink(missing_ok=True)
         envelope_file.unlink(missing_ok=True)
+
+
+def truncation(info: ffmpeg.ProbeResult, m: ffmpeg.Measurement) -> AudioWarning | None:
+    """An ``audio.truncated`` warning when the decode is clearly shorter than the container states
+    (a duration ffmpeg only estimated from the bitrate does not count), or when the decoder failed
+    at the very end; None for a whole file."""
+    stated = info.audio_duration_s or info.duration_s
+    short = (stated is not None and not info.duration_estimated
+             and stated - m.duration_s > max(TRUNCATED_MIN_S, TRUNCATED_FRACTION * stated))
+    # AMR's DTX frames (SID, NO_DATA) are logged as decode errors wherever silence falls: not damage.
+    broken_end = m.end_errors > 0 and not (info.codec or "").startswith("amr")
+    if not short and not broken_end:
+        return None
+    said = f"{stated:.1f}" if stated is not None else "?"
+    logger.info("truncated input: %.2fs decoded of %s s stated (%d decoder errors at the end)", m.duration_s,
+                said, m.end_errors)
+    return AudioWarning(
+        "audio.truncated",
+        f"the file seems cut short: {m.duration_s:.1f} s of audio could be decoded, its header says {said} s; "
+        "only the decodable part is kept",
+        f"Tệp có vẻ bị cắt cụt: chỉ đọc được {_vi_seconds(m.duration_s)} giây âm thanh, trong khi tệp ghi là "
+        f"{_vi_seconds(stated) if stated is not None else '?'} giây. Chỉ phần đọc được được giữ lại.")
+
+
+def _vi_seconds(value: float) -> str:
+    return f"{value:.1f}".replace(".", ",")
 
 
 def _correct(s: Settings, src: Path, tmp: Path, gain: float, limit: float, duration: float,

@@ -7,7 +7,8 @@ import json
 from flask import Response, current_app, jsonify, request
 from sqlalchemy import select
 
-from audio import tts
+from audio import pipeline, tts
+from audio.errors import AudioError
 from controller.api import bp, check_area, require
 from controller.db import get_db
 from controller.errors import ApiError
@@ -20,7 +21,8 @@ from schedules.events import now_ms
 
 
 def bulletin_json(b: Bulletin, *, peaks: bool = False) -> dict:
-    """API view of a bulletin: its job state (queued, processing with percent, ready, failed) and media."""
+    """API view of a bulletin: its job state (queued, processing with percent, ready, failed), media, and
+    ``warning`` {code, message, message_vi} when it was accepted with a reservation (``audio.truncated``)."""
     media = None
     if b.media:
         media = {"sha256": b.media.sha256, "duration_ms": b.media.duration_ms, "bytes": b.media.bytes,
@@ -37,6 +39,8 @@ def bulletin_json(b: Bulletin, *, peaks: bool = False) -> dict:
         "progress": 100 if b.status == "ready" else (b.progress or 0),
         "error": {"code": b.error_code, "message": b.error_message,
                   "message_vi": b.error_message_vi or b.error_message} if b.error_code else None,
+        "warning": {"code": b.warning_code, "message": b.warning_message,
+                    "message_vi": b.warning_message_vi or b.warning_message} if b.warning_code else None,
         "source": {"name": b.source_name, "loudness_lufs": b.loudness_in_lufs, "peak_db": b.peak_in_db},
         "tts": {"engine": b.tts_engine, "voice": b.tts_voice, "text": b.text} if b.kind == "text" else None,
         "media": media,
@@ -147,7 +151,11 @@ def tts_engines(principal):
 @bp.post("/bulletins")
 @require("operator")
 def upload_bulletin(principal):
-    """Upload an audio file (multipart ``file``, ``title``, ``area``); it is transcoded in the background."""
+    """Upload an audio file (multipart ``file``, ``title``, ``area``); it is transcoded in the background.
+
+    A file name whose extension is not an accepted audio or video type is refused (415
+    ``upload.unsupported_type``) before the upload is stored.
+    """
     title = (request.form.get("title") or "").strip()
     area_id = (request.form.get("area") or principal.area_id or "").strip()
     upload = request.files.get("file")
@@ -156,11 +164,16 @@ def upload_bulletin(principal):
     title = _title(title)
     area = check_area(principal, area_id)
     svc = services()
+    name = (upload.filename or "")[-300:].replace("\x00", "")
     try:
+        pipeline.check_extension(name)
         path = svc.catalogue.save_upload(upload.stream, int(current_app.config["MAX_UPLOAD_BYTES"]))
+    except AudioError as exc:
+        if exc.code != "upload.unsupported_type":
+            raise
+        raise ApiError(415, exc.code, exc.message, exc.message_vi) from exc
     finally:
         upload.close()
-    name = (upload.filename or "")[-300:].replace("\x00", "")
     svc.catalogue.check_upload(path, name)
     db = get_db()
     bulletin = Bulletin(title=title, kind="audio", area_id=area.id, status="queued",
@@ -192,6 +205,18 @@ def list_bulletins(principal):
             {"id": item.id, "area": item.area_id, "session": item.session_key, "day": item.day, "mode": item.mode,
              "can_decide": can_approve(principal, db, item)})
     return jsonify({"bulletins": [bulletin_json(b) | {"pending": pending.get(b.id, [])} for b in rows]})
+
+
+@bp.app_template_global("bulletin_warnings")
+def bulletin_warnings(principal) -> list[Bulletin]:
+    """For the bulletins page: the bulletins in this user's areas that carry a warning, newest first
+    (the same 200 the list shows). The page shows their messages as data, escaped."""
+    db = get_db()
+    visible = areas.subtree_ids(db, principal.area_id)
+    newest = (select(Bulletin.id).where(Bulletin.area_id.in_(visible)).order_by(Bulletin.id.desc()).limit(200)
+              .subquery())
+    return list(db.scalars(select(Bulletin).where(Bulletin.id.in_(select(newest.c.id)),
+                                                  Bulletin.warning_code.is_not(None)).order_by(Bulletin.id.desc())))
 
 
 def bulletin_in_scope(principal, bulletin_id: int) -> Bulletin:

@@ -3,7 +3,9 @@
 Every transcode and every text-to-speech job runs in a bounded pool, never in
 the request thread. The job's state (queued, processing with a percentage,
 ready, failed with a code and reasons in English and Vietnamese) is kept on
-the Bulletin row; temporary files are removed on every path.
+the Bulletin row, with a warning (code and reasons) when the audio was kept
+with a reservation such as a file cut short; temporary files are removed on
+every path.
 """
 
 from __future__ import annotations
@@ -294,12 +296,17 @@ class Catalogue:
                          loudness_lufs=prepared.loudness_lufs, true_peak_db=prepared.peak_db,
                          peaks=json.dumps(list(prepared.peaks))))
         bulletin.media_sha256 = prepared.sha256
+        warning = prepared.warning
+        bulletin.warning_code = warning.code if warning else None
+        bulletin.warning_message = warning.message if warning else None
+        bulletin.warning_message_vi = warning.message_vi if warning else None
         bulletin.loudness_in_lufs = prepared.loudness_in_lufs
         bulletin.peak_in_db = prepared.peak_in_db
         bulletin.status = "ready"
         bulletin.progress = 100
         bulletin.updated_ms = now_ms()
-        logger.info("bulletin=%s ready: %s (%d ms)", bulletin.id, prepared.sha256, prepared.duration_ms)
+        logger.info("bulletin=%s ready: %s (%d ms)%s", bulletin.id, prepared.sha256, prepared.duration_ms,
+                    f" with warning {warning.code}" if warning else "")
 
 
 def _fail(bulletin: Bulletin, exc: AudioError) -> None:
@@ -307,5 +314,6 @@ def _fail(bulletin: Bulletin, exc: AudioError) -> None:
     bulletin.error_code = exc.code
     bulletin.error_message = exc.message
     bulletin.error_message_vi = exc.message_vi
+    bulletin.warning_code = bulletin.warning_message = bulletin.warning_message_vi = None
     bulletin.updated_ms = now_ms()
     logger.warning("bulletin=%s refused: %s %s", bulletin.id, exc.code, exc.message)

@@ -66,6 +66,7 @@ def test_every_audio_format_comes_out_on_target(tmp_path, ext):
     assert_on_target(prepared)
     assert prepared.loudness_in_lufs is not None and prepared.loudness_in_lufs < -20
     assert len(prepared.peaks) > 100 and max(prepared.peaks) <= 1.0
+    assert prepared.warning is None  # whole files are not "cut short"
 
 
 @pytest.mark.parametrize("kind", ["nb", "wb"])
@@ -75,12 +76,15 @@ def test_amr_voice_notes(tmp_path, kind):
     prepared = pipeline.prepare(src, tmp_path / "store", name=src.name)
     assert abs(prepared.duration_ms - 4000) < 150
     assert_on_target(prepared)
+    assert prepared.warning is None
 
 
 @pytest.mark.parametrize("ext", sorted(VIDEOS))
 def test_audio_track_of_video(tmp_path, ext):
     src = make(tmp_path / f"clip.{ext}", VIDEOS[ext], video=True)
-    assert_on_target(pipeline.prepare(src, tmp_path / "store", name=src.name))
+    prepared = pipeline.prepare(src, tmp_path / "store", name=src.name)
+    assert_on_target(prepared)
+    assert prepared.warning is None
 
 
 @pytest.mark.parametrize("gain_db", [-40, 30], ids=["very-quiet", "clipping"])
