@@ -30,7 +30,6 @@ from controller.services import areas, health
 from controller.services.health import in_fleet
 from controller.services.programme import (
     LIVE_STATUSES,
-    ApprovalRefused,
     can_approve,
     decide,
     entry_from_row,
@@ -40,7 +39,7 @@ from controller.services.programme import (
 from schedules.events import now_ms
 from schedules.manifest import Item
 from schedules.planner import plan, session_slots
-from schedules.programme import default_templates
+from schedules.programme import ProgrammeError, default_templates
 
 bp = Blueprint("web", __name__)
 
@@ -233,7 +232,7 @@ def programme_page():
         first = date.fromisoformat(request.args.get("date", "")) if request.args.get("date") else None
     except ValueError:
         first = None
-    first = first or datetime.now(tz).date()
+    first = first or datetime.fromtimestamp(now_ms() / 1000, tz).date()
     days = 7 if request.args.get("days") == "7" else 1
     tl = timeline(db, area, first, days, tz)
     rows = []
@@ -281,16 +280,21 @@ def decide_page(item_id: int, decision: str):
     row = db.get(ProgrammeItem, item_id)
     if row is None or row.status not in LIVE_STATUSES or not principal.may_touch(db, row.area_id):
         abort(404)  # a deleted item stays deleted, as in the API
+    vi = get_locale().language == "vi"
     try:
-        decide(db, principal, row, decision == "approve", request.form.get("reason", ""))
-    except ApprovalRefused as exc:
-        message = exc.message_vi if get_locale().language == "vi" else exc.message
-        return redirect(url_for("web.programme_page", area=request.form.get("area"), msg=message))
+        placement = decide(db, principal, row, decision == "approve", request.form.get("reason", ""),
+                           tz_name=current_app.config["TIMEZONE"])
+    except ProgrammeError as exc:  # no right to decide (ApprovalRefused), or its time has passed, or no room
+        return redirect(url_for("web.programme_page", area=request.form.get("area"),
+                                msg=exc.message_vi if vi else exc.message))
     db.commit()
     svc = services()
     if svc is not None:
         svc.programme_changed()
     done = _("Đã duyệt.") if decision == "approve" else _("Đã từ chối.")
+    notice = placement and (placement.notice_vi if vi else placement.notice)
+    if notice:  # where it plays, when that is not the plain answer (its session is on air)
+        done = f"{done} {notice}"
     return redirect(url_for("web.programme_page", area=request.form.get("area"), msg=done))
 
 

@@ -6,6 +6,13 @@ time at a session's end is reported as an under-run. Overlaps, within a scope
 or across the levels a receiver hears, are resolved by the same
 :func:`schedules.manifest.merge` the receivers use (priority, then the wider
 area), and every loser is reported as a conflict with its reason.
+
+Nothing is placed before an item entered the programme (``Entry.since_ms``, its
+approval): an occurrence that would have started earlier was never due. A
+session item approved while its session runs goes after what was still to play
+then, or ``LATE_LEAD_MS`` after its approval when the session is idle by then,
+so that receivers can fetch the media; when the rest of the session cannot hold
+all its repeats, that occurrence is not placed and is reported as cut whole.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from zoneinfo import ZoneInfo
 from schedules import topics
 from schedules.manifest import WINDOW_MS, Item, Manifest, merge
 from schedules.programme import (
+    MAX_AHEAD_DAYS,
     TIMEZONE,
     AreaNode,
     Entry,
@@ -25,6 +33,9 @@ from schedules.programme import (
     default_templates,
     plays_on,
 )
+
+LATE_LEAD_MS = 30_000
+"""A session item approved while its session runs starts at least this long after its approval."""
 
 
 @dataclass(frozen=True)
@@ -157,7 +168,8 @@ def plan(programme: Programme, areas: list[AreaNode], now_ms: int, *, tz_name: s
                     continue
                 start = _ms(day, e.at, tz)
                 for r in range(e.repeat):
-                    placed[area.id].append(_item(e, occurrence_id(e.id, area.id, day, r), start, e.duration_ms))
+                    if e.since_ms is None or start >= e.since_ms:  # earlier ones were never due
+                        placed[area.id].append(_item(e, occurrence_id(e.id, area.id, day, r), start, e.duration_ms))
                     start += e.duration_ms + e.gap_ms
 
     for area in sorted(areas, key=lambda a: a.id):
@@ -185,9 +197,18 @@ def plan(programme: Programme, areas: list[AreaNode], now_ms: int, *, tz_name: s
 
 
 def _pack(slot: SessionSlot, queue: list[Entry], day: date, out: list[Item], result: Plan) -> None:
-    """Play ``queue`` back to back from the session's start; cut at its end and report."""
+    """Play ``queue`` back to back from the session's start; cut at its end and report.
+
+    Items approved while the session ran follow, in the order they were approved, each at the
+    next free moment at least ``LATE_LEAD_MS`` after its approval, and only whole: one that does
+    not fit with all its repeats is reported cut and not placed. Items approved after the
+    session's end are not part of it.
+    """
+    on_time = [e for e in queue if e.since_ms is None or e.since_ms <= slot.start_ms]
+    late = sorted((e for e in queue if e.since_ms is not None and slot.start_ms < e.since_ms < slot.end_ms),
+                  key=lambda e: (e.since_ms, e.order, e.id))
     t = slot.start_ms
-    for e in queue:
+    for e in on_time:
         for r in range(e.repeat):
             if r:
                 t += e.gap_ms
@@ -203,8 +224,24 @@ def _pack(slot: SessionSlot, queue: list[Entry], day: date, out: list[Item], res
             else:
                 out.append(_item(e, occ, t, e.duration_ms))
             t += e.duration_ms
-    if queue and t < slot.end_ms:
+    for e in late:
+        start = max(t, _ceil_second(e.since_ms + LATE_LEAD_MS))
+        whole = e.repeat * e.duration_ms + (e.repeat - 1) * e.gap_ms
+        occs = [occurrence_id(e.id, slot.area_id, day, r) for r in range(e.repeat)]
+        if start + whole > slot.end_ms:
+            result.overruns += [Overrun(e.id, occ, slot.area_id, slot.key, slot.start_ms, e.duration_ms, slot.name)
+                                for occ in occs]
+            continue
+        for occ in occs:
+            out.append(_item(e, occ, start, e.duration_ms))
+            start += e.duration_ms + e.gap_ms
+        t = start - e.gap_ms
+    if (on_time or late) and t < slot.end_ms:
         result.underruns.append(Underrun(slot.area_id, slot.key, slot.start_ms, slot.end_ms - t, slot.name))
+
+
+def _ceil_second(ms: int) -> int:
+    return -(-ms // 1000) * 1000
 
 
 def _chain(area: AreaNode, by_id: dict[str, AreaNode]) -> list[AreaNode]:
@@ -226,3 +263,77 @@ def plan_scope(scope: str, items: list[Item], now_ms: int, version: int = 1) -> 
     )
     return Manifest(scope=scope, version=version, generated_ms=now_ms, window_start_ms=now_ms,
                     window_end_ms=window_end, items=chosen)
+
+
+# ---- when an item can still play ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Opening:
+    """The earliest moment an occurrence of an entry can start, and where.
+
+    ``slot`` is the session it goes into (None at a time of day); when that session started
+    before ``start_ms`` it is on air, and packing places the item after what still plays in it.
+    """
+
+    start_ms: int
+    area_id: str
+    day: date
+    slot: SessionSlot | None = None
+
+
+def _windows(e: Entry, area: AreaNode, programme: Programme, day: date,
+             tz: ZoneInfo) -> list[tuple[int, int, SessionSlot | None]]:
+    """``(from_ms, until_ms, slot)``: when each play of ``e`` in ``area`` on ``day`` may start.
+
+    At a time of day a repeat starts at its second and at no other; in a session anywhere from the
+    session's start to its end (packing decides the second).
+    """
+    if area.id not in e.areas or not plays_on(e, day):
+        return []
+    if e.at is None:
+        return [(s.start_ms, s.end_ms, s) for s in session_slots(area, programme, day, tz) if s.key == e.session_key]
+    out: list[tuple[int, int, SessionSlot | None]] = []
+    start = _ms(day, e.at, tz)
+    for _ in range(e.repeat):
+        out.append((start, start + 1, None))
+        start += e.duration_ms + e.gap_ms
+    return out
+
+
+def _days(e: Entry, first: date, last: date) -> list[date]:
+    """The local days from ``first`` to ``last`` that lie inside the entry's own bounds, in order."""
+    lows = [first, e.date_from, e.day if e.mode == "once" else None]
+    highs = [last, e.date_to, e.day if e.mode == "once" else None]
+    lo, hi = max(d for d in lows if d), min(d for d in highs if d)
+    return [lo + timedelta(days=n) for n in range((hi - lo).days + 1)]
+
+
+def next_opening(e: Entry, areas: list[AreaNode], programme: Programme, now_ms: int, *, tz_name: str = TIMEZONE,
+                 horizon_days: int = MAX_AHEAD_DAYS) -> Opening | None:
+    """When ``e`` can next start, at or after ``now_ms``, in any of its areas; None when none of its
+    occurrences can still start (a play-once time that passed, a date range that ended, a session
+    that is over). A later repeat of a play whose first repeat passed counts."""
+    tz = ZoneInfo(tz_name)
+    today = datetime.fromtimestamp(now_ms / 1000, tz).date()
+    nodes = [a for a in areas if a.id in e.areas]
+    for day in _days(e, today - timedelta(days=1), today + timedelta(days=horizon_days)):
+        found = [Opening(max(lo, now_ms), node.id, day, slot) for node in nodes
+                 for lo, until, slot in _windows(e, node, programme, day, tz) if until > now_ms]
+        if found:
+            return min(found, key=lambda o: (o.start_ms, o.area_id))
+    return None
+
+
+def last_start(e: Entry, areas: list[AreaNode], programme: Programme, now_ms: int, *, tz_name: str = TIMEZONE,
+               horizon_days: int = MAX_AHEAD_DAYS) -> int | None:
+    """The latest moment before ``now_ms`` at which an occurrence of ``e`` could have started (its
+    session's start for a session item), to say which time has passed; None when it never had one."""
+    tz = ZoneInfo(tz_name)
+    today = datetime.fromtimestamp(now_ms / 1000, tz).date()
+    nodes = [a for a in areas if a.id in e.areas]
+    for day in reversed(_days(e, today - timedelta(days=horizon_days), today)):
+        found = [lo for node in nodes for lo, _, _ in _windows(e, node, programme, day, tz) if lo < now_ms]
+        if found:
+            return max(found)
+    return None

@@ -20,6 +20,8 @@ KINDS = ("audio", "text", "relay", "separator")
 MODES = ("once", "daily", "weekdays", "range")
 RELAY_SCHEMES = ("http://", "https://", "icecast://", "rtsp://", "rtmp://")
 MAX_REPEAT = 10
+MAX_AHEAD_DAYS = 400
+"""How far ahead an item may be placed, in days."""
 DATA = Path(__file__).parent / "data"
 
 
@@ -88,6 +90,12 @@ class Entry:
     date_to: date | None = None
     repeat: int = 1
     gap_ms: int = 0
+    since_ms: int | None = None
+    """When the item entered the programme (its approval), UTC epoch ms; None: always was.
+
+    An occurrence that would have started before it was never due: it is not planned, not sent and
+    not counted as missed. A session item that entered while its session ran is placed after what
+    was still to play then (see :func:`schedules.planner.plan`)."""
 
 
 @dataclass

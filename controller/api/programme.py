@@ -33,6 +33,7 @@ from controller.services import areas
 from controller.services import programme as svc_programme
 from controller.services.programme import (
     LIVE_STATUSES,
+    Placement,
     audit,
     entry_from_row,
     seconds_to_time,
@@ -62,6 +63,11 @@ ITEM_FIELDS = ("kind", "bulletin_id", "fallback_bulletin_id", "relay_url", "dura
 
 def _tz() -> ZoneInfo:
     return ZoneInfo(current_app.config["TIMEZONE"])
+
+
+def _today(tz: ZoneInfo) -> date:
+    """The local date now, by the same clock as everything else here (``now_ms``)."""
+    return datetime.fromtimestamp(now_ms() / 1000, tz).date()
 
 
 def parse_local_time(text: str, tz: str) -> int:
@@ -131,8 +137,10 @@ def _row_input(p: ProgrammeItem) -> dict:
     return {k: v for k, v in body.items() if v is not None}
 
 
-def _parse_item(principal: auth.Principal, db: Session, data: dict, creating: bool) -> dict:
-    """Validate a request body; returns the column values of the item (nothing is written)."""
+def _parse_item(principal: auth.Principal, db: Session, data: dict, creating: bool, now: int) -> dict:
+    """Validate a request body as of ``now``; returns the column values of the item (nothing is written).
+
+    Whether the item can still play is checked once it is a row (:func:`svc_programme.place`)."""
     unknown = set(data) - set(ITEM_FIELDS)
     if unknown:
         raise ApiError(400, "request.unknown_field", f"unknown field(s): {', '.join(sorted(unknown))}",
@@ -179,9 +187,10 @@ def _parse_item(principal: auth.Principal, db: Session, data: dict, creating: bo
             start_ms = parse_local_time(data["start"], tz)
         else:
             raise ApiError(400, "schedule.bad_time", "start must be local time text", "Cần chọn thời gian phát.")
-        now = now_ms()
-        if start_ms < now - 1000:
-            raise ApiError(422, "schedule.in_past", "the start time has passed", "Thời gian phát đã qua.")
+        if start_ms < now:
+            when = datetime.fromtimestamp(start_ms / 1000, ZoneInfo(tz)).strftime("%d/%m/%Y %H:%M")
+            raise ApiError(422, "schedule.in_past", f"the start time has passed ({when})",
+                           f"Thời gian phát đã qua ({when}).")
         if start_ms > now + MAX_SCHEDULE_AHEAD_MS:
             raise ApiError(422, "schedule.too_far", "the start time is more than 400 days ahead",
                            "Thời gian phát quá xa (hơn 400 ngày).")
@@ -200,8 +209,6 @@ def _parse_item(principal: auth.Principal, db: Session, data: dict, creating: bo
     if not isinstance(weekdays, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in weekdays):
         raise ApiError(400, "item.bad_weekday", "weekdays are integers 0 (Monday) to 6 (Sunday)",
                        "Thứ trong tuần không hợp lệ.")
-    if mode == "once" and day is not None and day < datetime.now(ZoneInfo(tz)).date():
-        raise ApiError(422, "schedule.in_past", "that day has passed", "Ngày phát đã qua.")
     if mode not in MODES:
         raise ApiError(400, "item.bad_mode", f"mode must be one of {', '.join(MODES)}", "Chế độ phát không hợp lệ.")
     values = dict(
@@ -244,19 +251,33 @@ def _programme_error(exc: ProgrammeError):
     return error_response(422, exc.code, exc.message, exc.message_vi)
 
 
+def _answer(row: ProgrammeItem, placement: Placement | None) -> dict:
+    """An item and, once it is in the programme, where its next occurrence starts (``placed_at``) and
+    ``notice`` / ``notice_vi`` when that is not the plain answer (its session is on air)."""
+    out: dict[str, Any] = {"item": item_json(row)}
+    if placement is not None and row.status == "approved":
+        out.update(placed_at=placement.start_ms, notice=placement.notice, notice_vi=placement.notice_vi)
+    return out
+
+
 @bp.post("/programme/items")
 @require("operator")
 def create_item(principal):
-    """Create an item; it stays a draft unless its creator may approve it (and the area allows that)."""
+    """Create an item; it stays a draft unless its creator may approve it (and the area allows that).
+
+    Refused with 422 when none of its occurrences can still start (``schedule.in_past``) or its
+    session is on air without room for it (``schedule.session_full``); a draft is held to the same
+    test, as if approved now, since waiting only makes it harder to pass."""
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
         raise ApiError(400, "request.not_json", "body must be a JSON object", "Dữ liệu gửi lên không hợp lệ.")
     db = get_db()
-    values = _parse_item(principal, db, data, creating=True)
     now = now_ms()
+    values = _parse_item(principal, db, data, creating=True, now=now)
     row = ProgrammeItem(**values, status="draft", created_by=principal.id, created_ms=now)
     db.add(row)
     db.flush()
+    placement = svc_programme.place(db, row, now, now, current_app.config["TIMEZONE"])
     audit(db, principal.id, "create", "programme_item", row.id, data)
     owner = db.get(Area, row.area_id)
     if svc_programme.can_approve(principal, db, row) and not owner.require_distinct_approver:
@@ -264,7 +285,7 @@ def create_item(principal):
         audit(db, principal.id, "approve", "programme_item", row.id, {"auto": True})
     db.commit()
     _changed()
-    return jsonify({"item": item_json(row)}), 201
+    return jsonify(_answer(row, placement)), 201
 
 
 def _item_in_scope(principal, item_id: int) -> ProgrammeItem:
@@ -297,32 +318,52 @@ def get_item(principal, item_id: int):
     return jsonify({"item": item_json(_item_in_scope(principal, item_id))})
 
 
+PLACEMENT_COLUMNS = ("area_id", "targets", "session_key", "at_s", "mode", "day", "weekdays", "date_from",
+                     "date_to")
+"""The columns that say where and when an item plays: changing one places it anew, from now."""
+
+
 @bp.patch("/programme/items/<int:item_id>")
 @require("operator")
 def update_item(principal, item_id: int):
-    """Change an item; a changed approved item goes back to draft unless its editor may approve it."""
+    """Change an item; a changed approved item goes back to draft unless its editor may approve it.
+
+    An approved item that stays approved keeps its place while where and when it plays do not change
+    (an occurrence under way or played goes on as it was); a new placement counts from now and is held
+    to the same tests as a new item."""
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
         raise ApiError(400, "request.not_json", "body must be a JSON object", "Dữ liệu gửi lên không hợp lệ.")
     db = get_db()
     row = _item_in_scope(principal, item_id)
+    now = now_ms()
     merged = {**_row_input(row), **data}
     if any(k in data for k in ("session", "at", "start", "start_ms")):
         for k in ("session", "at", "start", "start_ms"):
             if k not in data:
                 merged.pop(k, None)
-    values = _parse_item(principal, db, merged, creating=False)
+    values = _parse_item(principal, db, merged, creating=False, now=now)
+    before = {k: getattr(row, k) for k in PLACEMENT_COLUMNS}
+    was_approved, since = row.status == "approved", row.approved_ms
     for key, value in values.items():
         setattr(row, key, value)
+    moved = any(getattr(row, k) != v for k, v in before.items())
     audit(db, principal.id, "update", "programme_item", row.id, data)
     owner = db.get(Area, row.area_id)
+    placement = None
     if svc_programme.can_approve(principal, db, row) and not owner.require_distinct_approver:
-        row.status, row.approved_by, row.approved_ms = "approved", principal.id, now_ms()
+        keep = was_approved and since is not None and not moved
+        if not keep:
+            since = now
+            placement = svc_programme.place(db, row, since, now, current_app.config["TIMEZONE"])
+        row.status, row.approved_by, row.approved_ms = "approved", principal.id, since
     else:
+        if moved:
+            svc_programme.place(db, row, now, now, current_app.config["TIMEZONE"])  # can it still play at all?
         row.status, row.approved_by, row.approved_ms = "draft", None, None
     db.commit()
     _changed()
-    return jsonify({"item": item_json(row)})
+    return jsonify(_answer(row, placement))
 
 
 @bp.delete("/programme/items/<int:item_id>")
@@ -343,7 +384,8 @@ def delete_item(principal, item_id: int):
 @bp.post("/programme/items/<int:item_id>/approve")
 @require("approver")
 def approve_item(principal, item_id: int):
-    """Approve a draft: from now on it enters the manifests."""
+    """Approve a draft: from now on it enters the manifests (422 ``schedule.in_past`` when none of its
+    occurrences can still start, ``schedule.session_full`` when its session on air has no room)."""
     return _decide(principal, item_id, True)
 
 
@@ -359,12 +401,12 @@ def _decide(principal, item_id: int, approve: bool):
     row = _item_in_scope(principal, item_id)
     reason = str((request.get_json(silent=True) or {}).get("reason", ""))
     try:
-        svc_programme.decide(db, principal, row, approve, reason)
+        placement = svc_programme.decide(db, principal, row, approve, reason, tz_name=current_app.config["TIMEZONE"])
     except svc_programme.ApprovalRefused as exc:
         raise ApiError(403, exc.code, exc.message, exc.message_vi) from exc
     db.commit()
     _changed()
-    return jsonify({"item": item_json(row)})
+    return jsonify(_answer(row, placement))
 
 
 # ---- sessions --------------------------------------------------------------------------------------
@@ -382,7 +424,7 @@ def get_sessions(principal, area_id: str):
     db = get_db()
     area = check_area(principal, area_id)
     own = db.scalars(select(SessionTemplateRow).where(SessionTemplateRow.area_id == area.id)).first() is not None
-    today = datetime.now(_tz()).date().isoformat()
+    today = _today(_tz()).isoformat()
     extras = db.scalars(select(ExtraSessionRow).where(ExtraSessionRow.area_id == area.id, ExtraSessionRow.day >= today)
                         .order_by(ExtraSessionRow.day, ExtraSessionRow.start_s)).all()
     return jsonify({
@@ -438,7 +480,7 @@ def add_extra_session(principal, area_id: str):
     day = _date(data.get("date"), "date")
     if day is None:
         raise ApiError(400, "request.bad_date", "date is required", "Cần chọn ngày.")
-    if day < datetime.now(_tz()).date():
+    if day < _today(_tz()):
         raise ApiError(422, "session.in_past", "the day has passed", "Ngày đã qua.")
     t = _template_from({**data, "weekdays": [day.weekday()]})
     same_day = [s for s in templates_of(db, area) if day.weekday() in s.weekdays]
@@ -476,8 +518,24 @@ def delete_extra_session(principal, area_id: str, extra_id: int):
 # ---- timeline --------------------------------------------------------------------------------------
 
 
+def play_state(start_ms: int, duration_ms: int, played: int, missed: int, now: int) -> str:
+    """What became of an occurrence, as far as is known at ``now``.
+
+    ``played`` (some receiver finished it) and ``missed`` (recorded misses) are what happened;
+    otherwise ``scheduled`` before its start, ``playing`` until its end, and ``not_played`` after:
+    its time passed and no receiver reported playing it (never "in the schedule")."""
+    if played:
+        return "played"
+    if missed:
+        return "missed"
+    if now < start_ms:
+        return "scheduled"
+    return "playing" if now < start_ms + duration_ms else "not_played"
+
+
 def timeline(db: Session, area: Area, first: date, days: int, tz: ZoneInfo) -> dict:
-    """What receivers in ``area`` hear on ``days`` days from ``first``: sessions, items, over-runs, conflicts."""
+    """What receivers in ``area`` hear on ``days`` days from ``first``: sessions, items, over-runs, conflicts;
+    each item with its ``state`` (:func:`play_state`)."""
     programme, nodes = svc_programme.load_programme(db)
     start = int(datetime.combine(first, datetime.min.time(), tz).timestamp() * 1000)
     window = days * 24 * 3600_000
@@ -497,12 +555,14 @@ def timeline(db: Session, area: Area, first: date, days: int, tz: ZoneInfo) -> d
                              .group_by(MissedPlay.occurrence_id)).all()) if ids else {}
     node = next(n for n in nodes if n.id == area.id)
     sessions = [s for d in range(days) for s in session_slots(node, programme, first + timedelta(days=d), tz)]
+    now = now_ms()
     return {
         "area": area.id, "from": first.isoformat(), "days": days, "window": [start, start + window],
         "sessions": [{"key": s.key, "name": s.name, "start_ms": s.start_ms, "end_ms": s.end_ms} for s in sessions],
         "items": [{"id": i.id, "item": int(i.id.split(".")[0][3:]), "title": i.title, "kind": i.kind,
                    "priority": i.priority, "start_ms": i.start_ms, "duration_ms": i.duration_ms, "from_area": a,
-                   "played": played.get(i.id, 0), "missed": missed.get(i.id, 0)}
+                   "played": played.get(i.id, 0), "missed": missed.get(i.id, 0),
+                   "state": play_state(i.start_ms, i.duration_ms, played.get(i.id, 0), missed.get(i.id, 0), now)}
                   for a, i in sorted(items, key=lambda x: (x[1].start_ms, x[1].id))],
         "overruns": [vars(o) for o in result.overruns if o.area_id in chain],
         "underruns": [vars(u) for u in result.underruns if u.area_id == area.id],
@@ -517,7 +577,7 @@ def get_timeline(principal, area_id: str):
     db = get_db()
     area = check_area(principal, area_id)
     tz = _tz()
-    first = _date(request.args.get("date"), "date") or datetime.now(tz).date()
+    first = _date(request.args.get("date"), "date") or _today(tz)
     try:
         days = int(request.args.get("days", "1"))
     except ValueError:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
-from datetime import date, time
+from dataclasses import dataclass, replace
+from datetime import date, datetime, time
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -19,7 +21,9 @@ from controller.models import (
 )
 from schedules.events import now_ms
 from schedules.manifest import MediaRef
+from schedules.planner import entry_of, last_start, next_opening, plan
 from schedules.programme import (
+    TIMEZONE,
     AreaNode,
     Entry,
     ExtraSession,
@@ -80,6 +84,7 @@ def entry_from_row(row: ProgrammeItem) -> Entry:
         date_from=date.fromisoformat(row.date_from) if row.date_from else None,
         date_to=date.fromisoformat(row.date_to) if row.date_to else None,
         repeat=row.repeat_count, gap_ms=row.repeat_gap_s * 1000,
+        since_ms=row.approved_ms if row.status == "approved" else None,
     )
 
 
@@ -160,8 +165,15 @@ def can_approve(principal, db: Session, row: ProgrammeItem) -> bool:
         areas.is_within(db, a, principal.area_id) for a in [row.area_id, *targets_of(row)])
 
 
-def decide(db: Session, principal, row: ProgrammeItem, approve: bool, reason: str = "") -> None:
-    """Approve or reject ``row`` for ``principal``, with the area's distinct-approver rule and an audit line."""
+def decide(db: Session, principal, row: ProgrammeItem, approve: bool, reason: str = "", *,
+           tz_name: str = TIMEZONE) -> Placement | None:
+    """Approve or reject ``row`` for ``principal``, with the area's distinct-approver rule and an audit line.
+
+    Approval places the item from now on (:func:`place`): it is refused (``ProgrammeError``) when none
+    of its occurrences can still start or its session on air has no room left; the answer says where
+    it goes. Approving an item that is already approved changes nothing (its placement stands) and
+    answers None, as rejecting does.
+    """
     if not can_approve(principal, db, row):
         raise ApprovalRefused("auth.forbidden", "your role or area does not allow this",
                               "Bạn không có quyền duyệt mục này.")
@@ -170,8 +182,103 @@ def decide(db: Session, principal, row: ProgrammeItem, approve: bool, reason: st
         raise ApprovalRefused("approval.same_person", "this area requires another person to approve",
                               "Địa bàn này yêu cầu người duyệt khác người tạo.")
     if approve:
-        row.status, row.approved_by, row.approved_ms = "approved", principal.id, now_ms()
+        if row.status == "approved":
+            return None  # already in the programme: approving again must not move it
+        now = now_ms()
+        placement = place(db, row, now, now, tz_name)
+        row.status, row.approved_by, row.approved_ms = "approved", principal.id, now
         audit(db, principal.id, "approve", "programme_item", row.id)
-    else:
-        row.status, row.approved_by, row.approved_ms = "rejected", None, None
-        audit(db, principal.id, "reject", "programme_item", row.id, {"reason": reason[:500]})
+        return placement
+    row.status, row.approved_by, row.approved_ms = "rejected", None, None
+    audit(db, principal.id, "reject", "programme_item", row.id, {"reason": reason[:500]})
+    return None
+
+
+# ---- where an item plays from now on ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where an item's next occurrence starts, as the planner places it, and what to tell the operator.
+
+    ``notice`` / ``notice_vi`` are set when the answer is not the plain one: the item's session is on
+    air (it goes after what still plays there), or that session has no room left and a recurring
+    item starts with its next occurrence.
+    """
+
+    start_ms: int | None
+    notice: str | None = None
+    notice_vi: str | None = None
+
+
+def _local(ms: int, tz_name: str, fmt: str = "%d/%m/%Y %H:%M") -> str:
+    return datetime.fromtimestamp(ms / 1000, ZoneInfo(tz_name)).strftime(fmt)
+
+
+def _clock(ms: int, tz_name: str) -> str:
+    """HH:MM, or HH:MM:SS when the second is not zero (what is said is when it plays)."""
+    return _local(ms, tz_name, "%H:%M" if ms % 60_000 == 0 else "%H:%M:%S")
+
+
+def in_past_error(entry: Entry, last_ms: int | None, tz_name: str) -> ProgrammeError:
+    """The refusal of an item none of whose occurrences can still start, naming the time that passed."""
+    when = _local(last_ms, tz_name) if last_ms is not None else None
+    if entry.mode == "once" or entry.date_to is None:
+        return ProgrammeError("schedule.in_past", f"the start time has passed ({when})" if when else
+                              "the start time has passed",
+                              f"Thời gian phát đã qua ({when})." if when else "Thời gian phát đã qua.")
+    return ProgrammeError("schedule.in_past",
+                          f"the date range has ended (its last play could start at {when})" if when else
+                          "the date range has ended",
+                          f"Khoảng ngày phát đã qua (lần phát cuối có thể bắt đầu lúc {when})." if when else
+                          "Khoảng ngày phát đã qua.")
+
+
+def _what_vi(entry: Entry) -> str:
+    return {"relay": "chương trình tiếp sóng", "separator": "khoảng lặng"}.get(entry.kind, "bản tin")
+
+
+def place(db: Session, row: ProgrammeItem, since_ms: int, now: int, tz_name: str = TIMEZONE) -> Placement:
+    """Where ``row`` plays if it is in the programme from ``since_ms`` on (its approval), as seen at ``now``.
+
+    Raises ``ProgrammeError``: ``schedule.in_past`` when none of its occurrences can still start;
+    ``schedule.session_full`` when its session is on air, the rest of it cannot hold the item and it
+    has no later occurrence (a recurring item then starts with its next occurrence, and says so).
+    """
+    entry = replace(entry_from_row(row), since_ms=since_ms)
+    programme, nodes = load_programme(db)
+    programme.entries = [e for e in programme.entries if e.id != entry.id] + [entry]
+    targets = [n for n in nodes if n.id in entry.areas]
+    opening = next_opening(entry, targets, programme, now, tz_name=tz_name)
+    if opening is None:
+        raise in_past_error(entry, last_start(entry, targets, programme, now, tz_name=tz_name), tz_name)
+    result = plan(programme, targets, opening.start_ms, tz_name=tz_name, window_ms=24 * 3600_000)
+    mine = [i.start_ms for m in result.manifests.values() for i in m.items
+            if entry_of(i.id) == entry.id and i.start_ms >= opening.start_ms]
+    on_air = opening.slot if opening.slot is not None and opening.slot.start_ms < now else None
+    if on_air is None:
+        return Placement(min(mine) if mine else opening.start_ms)
+    name = on_air.name or on_air.key
+    # Entering now, the item follows what still plays in every session on air; one that cannot hold it
+    # whole leaves it out and reports it cut (schedules.planner._pack).
+    no_room = any(o.entry_id == entry.id and o.session_start_ms < since_ms for o in result.overruns)
+    if not no_room:
+        at = min(mine) if mine else opening.start_ms
+        return Placement(at, f"the {on_air.key} session is on air: the item will play at {_clock(at, tz_name)}",
+                         f"{name} đang phát: {_what_vi(entry)} sẽ phát lúc {_clock(at, tz_name)}.")
+    later = next_opening(entry, targets, programme, on_air.end_ms, tz_name=tz_name)
+    if later is None:
+        end = _clock(on_air.end_ms, tz_name)
+        raise ProgrammeError("schedule.session_full",
+                             f"the {on_air.key} session is on air and what is left of it (until {end}) "
+                             f"cannot hold the item; choose a later session",
+                             f"{name} đang phát và không còn đủ chỗ cho {_what_vi(entry)} này trước khi kết thúc "
+                             f"lúc {end}. Hãy chọn buổi phát sau.")
+    nxt = plan(programme, targets, later.start_ms, tz_name=tz_name, window_ms=24 * 3600_000)
+    starts = [i.start_ms for m in nxt.manifests.values() for i in m.items
+              if entry_of(i.id) == entry.id and i.start_ms >= later.start_ms]
+    at = min(starts) if starts else later.start_ms
+    return Placement(at, f"the {on_air.key} session is on air with no room left: the item starts with its next "
+                         f"occurrence, {_local(at, tz_name)}",
+                     f"{name} đang phát và không còn đủ chỗ: {_what_vi(entry)} sẽ phát từ lần sau, "
+                     f"lúc {_local(at, tz_name, '%H:%M ngày %d/%m/%Y')}.")

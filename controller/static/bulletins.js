@@ -165,7 +165,8 @@
         [["approve", T.approve], ["reject", T.reject]].forEach(([act, label]) => {
           const b = document.createElement("button"); b.type = "button"; b.className = act; b.textContent = label;
           b.addEventListener("click", () => api("POST", "/api/v1/programme/items/" + p.id + "/" + act, {})
-            .then(() => { li.textContent = act === "approve" ? T.approved : T.rejected; })
+            // The server says where it goes when that is not the plain answer (its session is on air).
+            .then((r) => { li.textContent = act === "approve" ? [T.approved, r && r.notice_vi].filter(Boolean).join(" ") : T.rejected; })
             .catch((e) => { li.append(" " + e.message); }));
           li.append(b, " ");
         });
@@ -206,7 +207,8 @@
           button.addEventListener("click", () => {
             api("POST", "/api/v1/programme/items", { bulletin_id: b.id, area: b.area, session: $(".session", row).value,
                                                      mode: "once", date: day.value })
-              .then((r) => say($(".status", row), r.item.status === "approved" ? T.scheduled : T.draft, "ready"))
+              // "Đã xếp lịch" only when nothing more is to be said: a session on air places it later, and says when.
+              .then((r) => say($(".status", row), r.notice_vi || (r.item.status === "approved" ? T.scheduled : T.draft), "ready"))
               .catch((e) => say($(".status", row), e.message, "failed"));
           });
         }
