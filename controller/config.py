@@ -53,6 +53,8 @@ DEFAULTS: dict[str, Any] = {
     "MANIFEST_REFRESH_S": 600,
     "REBUILD_DEBOUNCE_S": 1.0,  # a programme change is published this long after the last edit
     "MISSED_CHECK_S": 300,
+    "RETAINED_AUDIT_DELAY_S": 10,  # after a connect, the broker's retained copies have arrived by then
+    "FLEET_WATCH_S": 5,  # how often to look for receivers registered by another process (the CLI)
     "HEARTBEAT_HISTORY_DAYS": 35,  # 15-minute buckets kept this long (a month of charts and reports)
     "LOGIN_MAX_FAILURES": 5,  # wrong passwords in a row before the account is locked
     "LOGIN_LOCK_S": 900,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from urllib.parse import unquote, urlsplit
 
@@ -41,6 +42,10 @@ class ControllerLink:
         self._on_message_cb = on_message
         self._on_connect_cb = on_connect
         self.connected = threading.Event()
+        # Since when the controller has not been connected (None while it is): what receivers do
+        # meanwhile cannot be known here, so status views say "unknown since" this time.
+        self.down_since_ms: int | None = time.time_ns() // 1_000_000
+        self.connected_at_ms: int | None = None
         self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
                                    protocol=paho.MQTTv311)
         if user:
@@ -77,9 +82,11 @@ class ControllerLink:
             logger.warning("broker %s:%s refused the controller: %s", self._host, self._port, reason_code)
             return
         logger.info("controller connected to broker %s:%s", self._host, self._port)
+        self.connected_at_ms = time.time_ns() // 1_000_000  # before subscribing: retained copies come after
         for topic, qos in self._subscriptions:
             client.subscribe(topic, qos)
         self.connected.set()
+        self.down_since_ms = None
         if self._on_connect_cb:
             threading.Thread(target=self._safe_on_connect, name="mqtt-on-connect", daemon=True).start()
 
@@ -91,6 +98,8 @@ class ControllerLink:
 
     def _on_disconnect(self, _client, _userdata, _flags, reason_code, _properties) -> None:
         self.connected.clear()
+        if self.down_since_ms is None:
+            self.down_since_ms = time.time_ns() // 1_000_000
         logger.warning("controller lost the broker %s:%s: %s", self._host, self._port, reason_code)
 
     def _on_message(self, _client, _userdata, msg) -> None:

@@ -19,8 +19,10 @@ from controller.broker import EmbeddedBroker
 from controller.mqtt import ControllerLink
 from controller.services import asrun
 from controller.services.catalogue import Catalogue
-from controller.services.dispatch import Dispatcher
+from controller.services.dispatch import RETAINED_SUBSCRIPTIONS, Dispatcher
 from controller.services.telemetry import SUBSCRIPTIONS, Telemetry
+from schedules import topics
+from schedules.events import now_ms
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +56,9 @@ class Services:
             self.broker = EmbeddedBroker(workdir=None).start()
             self.mqtt_url = self.broker.url
         self.telemetry.start()
-        self.link = ControllerLink(self.mqtt_url, self.app.config["MQTT_CLIENT_ID"], SUBSCRIPTIONS,
-                                   self.telemetry.on_message, on_connect=self._on_connect)
+        self.link = ControllerLink(self.mqtt_url, self.app.config["MQTT_CLIENT_ID"],
+                                   SUBSCRIPTIONS + RETAINED_SUBSCRIPTIONS, self._on_message,
+                                   on_connect=self._on_connect)
         self.link.start()
         _RUNNING[self.key_id] = self
         store = SQLAlchemyJobStore(engine=self.app.extensions["loaxa.engine"], tablename="apscheduler_jobs")
@@ -69,6 +72,9 @@ class Services:
                                seconds=int(self.app.config["MISSED_CHECK_S"]), id="mark-missed")
         self.scheduler.add_job(housekeeping, "interval", args=[self.key_id], replace_existing=True,
                                seconds=300, id="housekeeping")
+        # Receivers registered by another process (the CLI's provision) get their conf within seconds.
+        self.scheduler.add_job(watch_fleet, "interval", args=[self.key_id], replace_existing=True,
+                               seconds=int(self.app.config["FLEET_WATCH_S"]), id="watch-fleet")
         self.scheduler.start()
 
     def programme_changed(self) -> None:
@@ -79,11 +85,36 @@ class Services:
         self.scheduler.add_job(refresh_manifests, "date", run_date=run_at, args=[self.key_id],
                                id="rebuild-manifests", replace_existing=True)
 
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        """From the MQTT thread: our own retained topics to the dispatcher's audit, the rest to telemetry."""
+        if topic.startswith(_RETAINED_PREFIXES):
+            self.dispatcher.observe_retained(topic, payload)
+        else:
+            self.telemetry.on_message(topic, payload)
+
     def _on_connect(self) -> None:
         if self.broker is not None:
             # A fresh embedded broker holds no retained messages: send the latest versions again.
             self.dispatcher.republish_latest()
         self.dispatcher.publish_everything()
+        if self.scheduler is not None:
+            # Once the broker has told us what it holds, put back whatever it lost.
+            run_at = datetime.now(UTC) + timedelta(seconds=float(self.app.config["RETAINED_AUDIT_DELAY_S"]))
+            self.scheduler.add_job(audit_retained, "date", run_date=run_at, args=[self.key_id],
+                                   id="audit-retained", replace_existing=True)
+
+    def audit_retained(self) -> int:
+        """Republish what the broker lost (only while connected long enough to have heard it all)."""
+        link = self.link
+        if link is None or not link.connected.is_set() or link.connected_at_ms is None:
+            return 0
+        if now_ms() - link.connected_at_ms < float(self.app.config["RETAINED_AUDIT_DELAY_S"]) * 1000 - 50:
+            return 0
+        return self.dispatcher.restore_retained(since_ms=link.connected_at_ms)
+
+    def broker_down_since(self) -> int | None:
+        """When the controller lost (or has not yet reached) the broker; None while connected or not started."""
+        return None if self.link is None else self.link.down_since_ms
 
     def stop(self) -> None:
         """Stop in reverse order; safe to call twice."""
@@ -102,6 +133,7 @@ class Services:
 
 
 _RUNNING: dict[str, Services] = {}
+_RETAINED_PREFIXES = (f"{topics.PREFIX}/sched/", f"{topics.PREFIX}/conf/")
 
 
 def refresh_manifests(key_id: str) -> None:
@@ -112,6 +144,24 @@ def refresh_manifests(key_id: str) -> None:
         return
     sent = svc.dispatcher.publish_everything()
     logger.info("manifest refresh: %d message(s) published", sent)
+    svc.audit_retained()
+
+
+def audit_retained(key_id: str) -> None:
+    """Scheduler job: after a connect, put back the retained messages the broker lost."""
+    svc = _RUNNING.get(key_id)
+    if svc is not None:
+        svc.audit_retained()
+
+
+def watch_fleet(key_id: str) -> None:
+    """Scheduler job: publish the conf of receivers registered or moved outside this process."""
+    svc = _RUNNING.get(key_id)
+    if svc is None:
+        return
+    sent = svc.dispatcher.publish_new_receivers()
+    if sent:
+        logger.info("fleet watch: %d new receiver conf(s) published", sent)
 
 
 def mark_missed(key_id: str) -> None:

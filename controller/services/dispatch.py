@@ -28,6 +28,10 @@ from schedules.planner import Plan, plan
 
 logger = logging.getLogger(__name__)
 
+# The controller also listens to what it publishes: the broker's retained copies arrive on every
+# (re)subscription and each publish comes back, so it knows what the broker holds (see restore_retained).
+RETAINED_SUBSCRIPTIONS = [(f"{topics.PREFIX}/sched/#", 1), (f"{topics.PREFIX}/conf/#", 1)]
+
 
 class Dispatcher:
     """Publishes what the database says each scope and receiver should hold."""
@@ -37,6 +41,9 @@ class Dispatcher:
         self.key = key
         self._publish = publish  # callable(topic, payload: bytes, retain: bool)
         self._lock = threading.Lock()
+        self._held: dict[str, tuple[str, int]] = {}  # topic -> (sha256 of what the broker holds, when seen)
+        self._held_lock = threading.Lock()
+        self._fleet_mark: tuple | None = None
 
     def plan_manifests(self, db: Session, now: int, out: list) -> Plan:
         """Plan every area for the 48-hour window and version each manifest whose content changed."""
@@ -87,6 +94,26 @@ class Dispatcher:
             self._send(out)
         return len(out)
 
+    def publish_new_receivers(self) -> int:
+        """Publish the confs of receivers added, moved or retired since the last look (by any process).
+
+        One small query when nothing changed; the CLI's ``provision`` writes only to the
+        database, and this is how its receiver gets a conf at once, not at the next refresh.
+        """
+        with session_scope(self.app) as db:
+            mark = tuple(db.execute(select(func.count(), func.max(Receiver.created_ms),
+                                           func.count(Receiver.retired_ms))).one())
+        if mark == self._fleet_mark:
+            return 0
+        self._fleet_mark = mark
+        out: list[tuple[str, bytes]] = []
+        with self._lock:
+            with session_scope(self.app) as db:
+                for rx in db.scalars(select(Receiver).where(Receiver.retired_ms.is_(None))):
+                    self.receiver_conf(db, rx, out)
+            self._send(out)
+        return len(out)
+
     def _send(self, out: list[tuple[str, bytes]]) -> None:
         # Only after the versions are committed: a message on the wire always has its row.
         for topic, payload in out:
@@ -101,25 +128,52 @@ class Dispatcher:
         Needed after the embedded broker started empty; receivers treat an
         equal version as a no-op.
         """
-        count = 0
-        with session_scope(self.app) as db:
-            latest = (
-                select(Publication.kind, Publication.scope, func.max(Publication.version).label("v"))
-                .group_by(Publication.kind, Publication.scope)
-                .subquery()
-            )
-            rows = db.execute(
-                select(Publication).join(
-                    latest,
-                    (Publication.kind == latest.c.kind)
-                    & (Publication.scope == latest.c.scope)
-                    & (Publication.version == latest.c.v),
-                )
-            ).scalars()
+        with self._lock, session_scope(self.app) as db:
+            rows = self._latest_rows(db)
             for pub in rows:
                 self._publish(_topic(pub.kind, pub.scope), pub.payload.encode("utf-8"), True)
-                count += 1
-        return count
+        return len(rows)
+
+    def observe_retained(self, topic: str, payload: bytes) -> None:
+        """Note what the broker holds on a conf/sched topic (called from the MQTT thread: cheap)."""
+        with self._held_lock:
+            if payload:
+                self._held[topic] = (hashlib.sha256(payload).hexdigest(), now_ms())
+            else:  # an empty retained message clears the topic
+                self._held.pop(topic, None)
+
+    def restore_retained(self, since_ms: int = 0) -> int:
+        """Publish again every latest conf and manifest whose exact bytes the broker does not hold.
+
+        A broker restarted without its retained store (or a cluster node that lost it) would
+        otherwise leave receivers provisioned or re-imaged afterwards with a conf and no
+        manifest. Receivers treat an equal version as a no-op, so a spurious resend is harmless.
+        Only what was seen since ``since_ms`` (the last connect: the broker sends its retained
+        copies on every subscription) counts as held.
+        """
+        sent = 0
+        with self._lock, session_scope(self.app) as db:
+            for pub in self._latest_rows(db):
+                topic = _topic(pub.kind, pub.scope)
+                payload = pub.payload.encode("utf-8")
+                with self._held_lock:
+                    digest, seen = self._held.get(topic, ("", 0))
+                if seen < since_ms or digest != hashlib.sha256(payload).hexdigest():
+                    self._publish(topic, payload, True)
+                    sent += 1
+        if sent:
+            logger.warning("the broker had lost %d retained conf/manifest message(s); published them again", sent)
+        return sent
+
+    def _latest_rows(self, db: Session):
+        """The newest publication of each (kind, scope), retired receivers' confs left out."""
+        newest = (select(Publication.kind, Publication.scope, func.max(Publication.version).label("v"))
+                  .group_by(Publication.kind, Publication.scope).subquery())
+        rows = db.scalars(select(Publication).join(
+            newest, (Publication.kind == newest.c.kind) & (Publication.scope == newest.c.scope)
+            & (Publication.version == newest.c.v))).all()
+        retired = {f"rx/{r}" for r in db.scalars(select(Receiver.id).where(Receiver.retired_ms.is_not(None)))}
+        return [p for p in rows if not (p.kind == "conf" and p.scope in retired)]
 
     def _latest(self, db: Session) -> dict[tuple[str, str], tuple[int, str]]:
         """``(kind, scope) -> (version, content_hash)`` of the newest publication of each, in one query."""
