@@ -10,6 +10,7 @@ from flask import Flask
 from flask_wtf.csrf import CSRFProtect
 
 from controller import config as cfg
+from controller import security
 
 logger = logging.getLogger(__name__)
 csrf = CSRFProtect()
@@ -19,15 +20,14 @@ def create_app(test_config: dict | None = None) -> Flask:
     """Build the app: defaults, then LOAXA_CONFIG's TOML, then LOAXA_* env, then ``test_config``."""
     app = Flask(__name__)
     app.config.from_mapping(cfg.DEFAULTS)
+    app.config.from_mapping(security.COOKIE_DEFAULTS)  # before the sources below, so they can override them
     if os.environ.get("LOAXA_CONFIG"):
         app.config.update(cfg.load_file(os.environ["LOAXA_CONFIG"]))
     app.config.from_prefixed_env("LOAXA")
     if test_config:
         app.config.update(test_config)
     cfg.finalize(app.config)
-    app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
-    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
-    app.config.setdefault("PERMANENT_SESSION_LIFETIME", 8 * 3600)
+    security.init_app(app)  # cookie flags (Secure follows PUBLIC_URL) and the CSP and other headers
 
     from controller import api, auth, db, i18n, labels, media, runtime, web
 

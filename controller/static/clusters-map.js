@@ -18,7 +18,10 @@
       box.style.left = "-10000px";
       var map = L.map(box, {preferCanvas: true});
       var shown = false;
-      var layer = L.tileLayer(tiles, {maxZoom: 19, attribution: "&copy; OpenStreetMap"});
+      // The pages send no Referer off-site (Referrer-Policy: same-origin), but OpenStreetMap's tile
+      // policy wants one: the tiles alone send this site's origin, never a page's path.
+      var layer = L.tileLayer(tiles, {maxZoom: 19, attribution: "&copy; OpenStreetMap",
+        referrerPolicy: "strict-origin-when-cross-origin"});
       layer.on("tileload", function () {
         if (shown) { return; }
         shown = true;

@@ -74,7 +74,7 @@ def test_manager_provisions_a_receiver_edits_sessions_and_retires_it(live_app, p
     page.remove_listener("dialog", accept)
     page.once("dialog", lambda dialog: dialog.accept("qd/an"))
     page.locator('#receivers tr[data-rx="phu-moi"] button[data-act=move]').click()
-    page.wait_for_function("document.querySelector('#receivers tr[data-rx=\"phu-moi\"]')"
+    page.wait_for_function("() => document.querySelector('#receivers tr[data-rx=\"phu-moi\"]')"
                            ".textContent.includes('Quảng An')")
     page.on("dialog", accept)
 

@@ -93,10 +93,10 @@ def test_a_communes_day_from_the_microphone_to_the_as_run_report(live_app, recei
         op.click("header >> text=Bản tin")
         op.locator("#upload-form input[name=title]").fill(TITLE)
         op.click("#rec")
-        op.wait_for_function("document.querySelector('#rec').classList.contains('on')")
+        op.wait_for_function("() => document.querySelector('#rec').classList.contains('on')")
         op.wait_for_timeout(3000)  # the operator speaks for three seconds
         op.click("#rec")
-        op.wait_for_function("document.querySelector('#upload-progress').value == 100", timeout=60_000)
+        op.wait_for_function("() => document.querySelector('#upload-progress').value == 100", timeout=60_000)
         assert "Sẵn sàng" in op.locator("#upload-status").inner_text()
         bulletin = next(b for b in _api(base, OPERATOR, "GET", "/bulletins").json()["bulletins"]
                         if b["title"] == TITLE)

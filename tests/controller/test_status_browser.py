@@ -78,7 +78,7 @@ def test_leaflet_map_replaces_the_plot_when_tiles_load(served, chromium):
     try:
         _login(page, base, "man-qd")
         page.goto(base + "/clusters")
-        page.wait_for_function("document.getElementById('plot').style.display === 'none'", timeout=10_000)
+        page.wait_for_function("() => document.getElementById('plot').style.display === 'none'", timeout=10_000)
         assert page.locator("#map").is_visible() and page.locator("#map img.leaflet-tile-loaded").count() >= 1
         assert page.locator("#map canvas").count() >= 1  # the markers, drawn on a canvas (preferCanvas)
         ARTIFACTS.mkdir(exist_ok=True)
