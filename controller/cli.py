@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from controller.config import ConfigError
+from controller.config import ConfigError, redacted
 
 logger = logging.getLogger("controller.cli")
 
@@ -57,7 +57,8 @@ def run(host: str | None, port: int | None, demo: bool) -> None:
     try:
         if demo:
             simulator = _start_demo(app, svc)
-        click.echo(f"\n  loaxa controller: {app.config['PUBLIC_URL']}/   (broker {svc.mqtt_url})\n", err=True)
+        broker = redacted({"MQTT_URL": svc.mqtt_url})["MQTT_URL"]  # never the broker password
+        click.echo(f"\n  loaxa controller: {app.config['PUBLIC_URL']}/   (broker {broker})\n", err=True)
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         server.run()
     except KeyboardInterrupt:
@@ -122,6 +123,28 @@ def create_user(username: str, role: str, area: str | None, password: str) -> No
         db.add(User(username=username, password_hash=auth.hash_password(password), role=role, area_id=area,
                     created_ms=now_ms()))
     click.echo(f"user {username} ({role}, area {area or 'all'}) created")
+
+
+@main.command()
+@click.argument("username")
+def unlock(username: str) -> None:
+    """Forget the failed logins counted against USERNAME, from every address (it may log in at once)."""
+    from sqlalchemy import select
+
+    from controller import auth
+    from controller.db import session_scope
+    from controller.models import User
+    from controller.services.programme import audit
+
+    app = _app()
+    with session_scope(app) as db:
+        user = db.scalars(select(User).where(User.username == username)).first()
+        if user is None:
+            raise click.UsageError(f"no user {username!r}")
+        cleared = auth.clear_throttle(db, username)
+        user.failed_logins, user.locked_until_ms = 0, None  # the columns of the old lock-out
+        audit(db, None, "unlock_user", "user", user.id, {"cleared": cleared, "by": "cli"})
+    click.echo(f"user {username}: {cleared} throttled address(es) cleared")
 
 
 @main.command("create-token")

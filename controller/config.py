@@ -56,10 +56,18 @@ DEFAULTS: dict[str, Any] = {
     "RETAINED_AUDIT_DELAY_S": 10,  # after a connect, the broker's retained copies have arrived by then
     "FLEET_WATCH_S": 5,  # how often to look for receivers registered by another process (the CLI)
     "HEARTBEAT_HISTORY_DAYS": 35,  # 15-minute buckets kept this long (a month of charts and reports)
-    "LOGIN_MAX_FAILURES": 5,  # wrong passwords in a row before the account is locked
-    "LOGIN_LOCK_S": 900,
+    "LOGIN_MAX_FAILURES": 5,  # wrong passwords from one address for one account before it waits (see auth.py)
+    "LOGIN_LOCK_S": 900,  # the longest such wait; it doubles from 1 s with each further failure
+    "LOGIN_MAX_FAILURES_PER_ADDRESS": 30,  # the same across all accounts tried from one address
+    "LOGIN_FORGET_S": 86400,  # failures older than this are forgotten
+    "LOGIN_MAX_CONCURRENT_VERIFY": 4,  # argon2 verifications at a time in one process
+    "LOGIN_VERIFY_WAIT_S": 1.0,  # how long a login waits for a free slot before answering 503
+    "PROXY_HOPS": 0,  # reverse proxies in front (nginx: 1): the client address is taken from X-Forwarded-For
+    "MAX_JSON_BYTES": 64 * 1024,  # API bodies other than uploads (which have MAX_UPLOAD_BYTES)
+    "MAX_JSON_DEPTH": 32,  # nesting of JSON arrays and objects
     "SESSION_IDLE_S": 1800,  # a browser session ends after this long without a request
     "MISSED_GRACE_S": 120,  # a play counts as missed when no start was reported this long after its end
+    "MANIFEST_GRACE_S": 60,  # a receiver online this long without a followed scope's manifest is at fault
     "MAP_TILE_URL": "https://tile.openstreetmap.org/{z}/{x}/{y}.png",  # "" = the SVG coordinate plot only
 }
 

@@ -62,6 +62,6 @@ def init_app(app: Flask) -> None:
         """Switch the interface language (``vi`` or ``en``) for this browser."""
         if code in LOCALES:
             session["lang"] = code
-        target = request.args.get("next", "")
-        safe = target.startswith("/") and not target.startswith("//")
-        return redirect(target if safe else url_for("web.overview"))
+        from controller.auth import local_path  # local: the language switch is all this module needs of auth
+
+        return redirect(local_path(request.args.get("next")) or url_for("web.overview"))

@@ -341,3 +341,18 @@ class FaultAck(Base):
     acked_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     acked_ms: Mapped[int] = mapped_column(BigInteger)
     note: Mapped[str | None] = mapped_column(Text)
+
+
+class LoginThrottle(Base):
+    """Failed logins from one client address: for one account (``kind`` "account") or for all (``kind``
+    "address", ``username`` empty). Kept in the database so every web worker and the CLI see the same."""
+
+    __tablename__ = "login_throttle"
+    __table_args__ = (UniqueConstraint("kind", "address", "username", name="uq_login_throttle"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(10))
+    address: Mapped[str] = mapped_column(String(64))
+    username: Mapped[str] = mapped_column(String(80), index=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_failure_ms: Mapped[int] = mapped_column(BigInteger, index=True)
+    blocked_until_ms: Mapped[int | None] = mapped_column(BigInteger)

@@ -18,7 +18,8 @@ from schedules.events import now_ms
 @require("viewer")
 def create_token(principal):
     """Make a token for the caller (``{"name": ...}``); the token is shown once."""
-    name = str((request.get_json(silent=True) or {}).get("name", "")).strip()
+    body = request.get_json(silent=True)
+    name = str(body.get("name", "") if isinstance(body, dict) else "").strip()
     if not name or len(name) > 100:
         raise ApiError(400, "token.bad_name", "name is required (at most 100 characters)",
                        "Cần đặt tên cho mã truy cập (tối đa 100 ký tự).")

@@ -52,7 +52,8 @@ def create_area(principal):
         raise ApiError(409, "area.exists", f"area {area_id!r} exists", "Mã địa bàn đã tồn tại.")
     area = Area(id=area_id, name=name, level=level, parent_id=parent_id)
     db.add(area)
-    audit(db, principal.id, "create_area", "area", area_id, data)
+    audit(db, principal.id, "create_area", "area", area_id,
+          {"id": area_id, "name": name, "level": level, "parent": area.parent_id})
     db.commit()
     return jsonify({"area": _area_json(area)}), 201
 
@@ -64,14 +65,16 @@ def update_area(principal, area_id: str):
     data = json_body()
     db = get_db()
     area = check_area(principal, area_id)
+    changed: dict = {}  # what was accepted, for the audit log (never the raw body)
     if "name" in data:
         name = str(data["name"]).strip()
         if not name or len(name) > 200:
             raise ApiError(400, "area.bad_name", "name is required (at most 200 characters)", "Cần nhập tên địa bàn.")
-        area.name = name
+        area.name = changed["name"] = name
     if "require_distinct_approver" in data:
-        area.require_distinct_approver = bool(data["require_distinct_approver"])
-    audit(db, principal.id, "update_area", "area", area.id, data)
+        area.require_distinct_approver = changed["require_distinct_approver"] = \
+            bool(data["require_distinct_approver"])
+    audit(db, principal.id, "update_area", "area", area.id, changed)
     db.commit()
     return jsonify({"area": _area_json(area)})
 
@@ -118,9 +121,13 @@ def merge_area(principal, area_id: str):
     return jsonify({"area": _area_json(target), "moved_receivers": moved})
 
 
-def _user_json(u: User) -> dict:
+def _user_json(u: User, throttled: dict[str, int] | None = None) -> dict:
+    """``locked_until_ms``: until when some address must wait before trying this account again (or null);
+    ``throttled`` is :func:`auth.throttled_until` of a whole list, looked up once."""
+    if throttled is None:
+        throttled = auth.throttled_until(get_db(), [u.username])
     return {"id": u.id, "username": u.username, "role": u.role, "area": u.area_id, "active": u.active,
-            "locked_until_ms": u.locked_until_ms}
+            "locked_until_ms": throttled.get(u.username)}
 
 
 @bp.get("/users")
@@ -129,9 +136,10 @@ def list_users(principal):
     """Users whose area lies in the caller's subtree."""
     db = get_db()
     visible = areas.subtree_ids(db, principal.area_id)
-    rows = db.scalars(select(User).order_by(User.username)).all()
-    return jsonify({"users": [_user_json(u) for u in rows
-                              if (u.area_id in visible) or (u.area_id is None and principal.area_id is None)]})
+    rows = [u for u in db.scalars(select(User).order_by(User.username))
+            if (u.area_id in visible) or (u.area_id is None and principal.area_id is None)]
+    throttled = auth.throttled_until(db, [u.username for u in rows])
+    return jsonify({"users": [_user_json(u, throttled) for u in rows]})
 
 
 def _check_grant(principal: auth.Principal, role: str, area_id: str | None) -> None:
@@ -155,6 +163,8 @@ def create_user(principal):
     db = get_db()
     username, password = str(data.get("username", "")), str(data.get("password", ""))
     role, area_id = str(data.get("role", "operator")), data.get("area")
+    if area_id is not None and not isinstance(area_id, str):
+        raise ApiError(400, "user.bad_area", "area must be an area id or null", "Địa bàn không hợp lệ.")
     if not _USERNAME.match(username):
         raise ApiError(400, "user.bad_username", "username: 3-80 letters, digits, dot, dash or underscore",
                        "Tên đăng nhập 3-80 ký tự: chữ không dấu, số, dấu chấm, gạch.")
@@ -173,32 +183,72 @@ def create_user(principal):
     return jsonify({"user": _user_json(user)}), 201
 
 
-@bp.patch("/users/<int:user_id>")
-@require("manager")
-def update_user(principal, user_id: int):
-    """Change a user's role, area, password or active flag (never above the caller's own powers)."""
-    data = json_body()
+def _managed_user(principal: auth.Principal, user_id: int) -> User:
+    """A user in the caller's scope, or 404 ``user.not_found`` (unknown and out-of-scope alike)."""
     db = get_db()
     user = db.get(User, user_id)
     if user is None or (user.area_id is None and principal.area_id is not None) or \
             (user.area_id is not None and not principal.may_touch(db, user.area_id)):
         raise ApiError(404, "user.not_found", "no such user", "Không tìm thấy người dùng.")
-    if ROLES.index(user.role) > ROLES.index(principal.role):
-        raise FORBIDDEN
+    return user
+
+
+def _may_manage(principal: auth.Principal, user: User) -> bool:
+    """Only users of a strictly weaker role; administrators of everything (no area) manage everyone."""
+    if principal.role == "admin" and principal.area_id is None:
+        return True
+    return ROLES.index(user.role) < ROLES.index(principal.role)
+
+
+@bp.patch("/users/<int:user_id>")
+@require("manager")
+def update_user(principal, user_id: int):
+    """Change a user's role, area, password or active flag: only users of a weaker role than the caller's
+    (callers may change their own password, nothing else of theirs), never above the caller's own powers."""
+    data = json_body()
+    db = get_db()
+    user = _managed_user(principal, user_id)
+    if user.id == principal.id and "active" in data and not data["active"]:
+        raise ApiError(422, "user.self_disable", "you cannot disable yourself", "Không thể tự khóa tài khoản.")
+    self_password_only = user.id == principal.id and set(data) <= {"password"}
+    if not _may_manage(principal, user) and not self_password_only:
+        raise ApiError(403, "user.peer", "you may change only users of a weaker role than yours",
+                       "Chỉ được thay đổi tài khoản có vai trò thấp hơn vai trò của bạn.")
+    changed: dict = {}  # what was accepted, for the audit log (never the raw body, never the password)
     role = str(data.get("role", user.role))
     area_id = data["area"] if "area" in data else user.area_id
+    if area_id is not None and not isinstance(area_id, str):
+        raise ApiError(400, "user.bad_area", "area must be an area id or null", "Địa bàn không hợp lệ.")
     _check_grant(principal, role, area_id)
+    if role != user.role:
+        changed["role"] = role
+    if area_id != user.area_id:
+        changed["area"] = area_id
     user.role, user.area_id = role, area_id
     if "active" in data:
-        if user.id == principal.id and not data["active"]:
-            raise ApiError(422, "user.self_disable", "you cannot disable yourself", "Không thể tự khóa tài khoản.")
-        user.active = bool(data["active"])
+        user.active = changed["active"] = bool(data["active"])
     if "password" in data:
         if len(str(data["password"])) < 8:
             raise ApiError(400, "user.weak_password", "the password needs at least 8 characters",
                            "Mật khẩu cần ít nhất 8 ký tự.")
         user.password_hash = auth.hash_password(str(data["password"]))
-        user.failed_logins, user.locked_until_ms = 0, None
-    audit(db, principal.id, "update_user", "user", user.id, {k: v for k, v in data.items() if k != "password"})
+        auth.clear_throttle(db, user.username)
+        changed["password_changed"] = True
+    audit(db, principal.id, "update_user", "user", user.id, changed)
     db.commit()
     return jsonify({"user": _user_json(user)})
+
+
+@bp.post("/users/<int:user_id>/unlock")
+@require("manager")
+def unlock_user(principal, user_id: int):
+    """Forget the failed logins counted against a user in the caller's scope, from every address."""
+    db = get_db()
+    user = _managed_user(principal, user_id)
+    if not _may_manage(principal, user) and user.id != principal.id:
+        raise ApiError(403, "user.peer", "you may change only users of a weaker role than yours",
+                       "Chỉ được thay đổi tài khoản có vai trò thấp hơn vai trò của bạn.")
+    cleared = auth.clear_throttle(db, user.username)
+    audit(db, principal.id, "unlock_user", "user", user.id, {"cleared": cleared})
+    db.commit()
+    return jsonify({"user": _user_json(user), "cleared": cleared})

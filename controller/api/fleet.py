@@ -75,7 +75,8 @@ def create_receiver(principal):
                   token_hash=auth.token_hash(auth.new_token()), created_ms=now_ms())
     _coordinates(data, rx)
     db.add(rx)
-    audit(db, principal.id, "create_receiver", "receiver", rx_id, data)
+    audit(db, principal.id, "create_receiver", "receiver", rx_id,
+          {"area": rx.area_id, "name": rx.name, "lat": rx.lat, "lon": rx.lon})
     db.commit()
     _republish(rx_id)
     return jsonify({"receiver": receiver_json(rx)}), 201
@@ -94,7 +95,8 @@ def update_receiver(principal, rx_id: str):
     moved = "area" in data and data["area"] != rx.area_id
     if moved:
         rx.area_id = check_area(principal, str(data["area"])).id
-    audit(db, principal.id, "update_receiver", "receiver", rx.id, data)
+    audit(db, principal.id, "update_receiver", "receiver", rx.id,
+          {k: getattr(rx, {"area": "area_id"}.get(k, k)) for k in ("name", "lat", "lon", "area") if k in data})
     db.commit()
     if moved:
         _republish(rx.id)

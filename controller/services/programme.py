@@ -120,11 +120,26 @@ def load_programme(db: Session) -> tuple[Programme, list[AreaNode]]:
     return Programme(entries, templates, extras), area_nodes(db)
 
 
+_AUDIT_DETAIL_MAX = 4000  # characters of JSON kept per line; callers pass validated values, this bounds the rest
+_AUDIT_SECRET_KEYS = frozenset({"password", "secret", "token", "mqtt_password"})
+
+
 def audit(db: Session, user_id: int | None, action: str, object_type: str, object_id: Any,
           detail: dict | None = None) -> None:
-    """Append one line to the audit log (same transaction as the change it records)."""
-    db.add(AuditEntry(ts_ms=now_ms(), user_id=user_id, action=action, object_type=object_type,
-                      object_id=str(object_id), detail=json.dumps(detail, ensure_ascii=False) if detail else None))
+    """Append one line to the audit log (same transaction as the change it records).
+
+    ``detail`` should hold the validated values the change used, not the request body. Whatever it holds,
+    secrets (``password``, ``token``...) are dropped and a detail longer than ``_AUDIT_DETAIL_MAX``
+    characters is replaced by its key names with ``"truncated": true``.
+    """
+    text = None
+    if detail:
+        kept = {str(k)[:60]: v for k, v in detail.items() if str(k).lower() not in _AUDIT_SECRET_KEYS}
+        text = json.dumps(kept, ensure_ascii=False, default=str)
+        if len(text) > _AUDIT_DETAIL_MAX:
+            text = json.dumps({"truncated": True, "keys": sorted(kept)[:40]}, ensure_ascii=False)
+    db.add(AuditEntry(ts_ms=now_ms(), user_id=user_id, action=action[:40], object_type=object_type[:40],
+                      object_id=str(object_id)[:120], detail=text))
 
 
 def session_exists(db: Session, area: Area, key: str, day: date | None) -> bool:
