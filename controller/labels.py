@@ -41,6 +41,31 @@ def session_name(name: Any) -> str:
     return "" if name is None else str(name)
 
 
+def airtime(ms: int | float | None) -> str:
+    """Airtime in words, the one format of every page and print: '20 giây', '1 phút 5 giây',
+    '15 phút', '2.5 giờ'. Whole seconds; a play of under a second is '1 giây', never nothing."""
+    if ms is None:
+        return "—"
+    seconds = max(0, round(float(ms) / 1000))
+    if ms > 0 and seconds == 0:
+        seconds = 1
+    if seconds >= 3600:
+        return gettext("%(n).1f giờ", n=seconds / 3600)
+    minutes, seconds = divmod(seconds, 60)
+    if minutes and seconds:
+        return gettext("%(m)d phút %(s)d giây", m=minutes, s=seconds)
+    if minutes:
+        return gettext("%(m)d phút", m=minutes)
+    return gettext("%(s)d giây", s=seconds)
+
+
+def late_join(offset_ms: int | None) -> str:
+    """'Vào muộn 30 giây' for a play joined under way (``offset_ms`` > 0), else ''."""
+    if not offset_ms or offset_ms <= 0:
+        return ""
+    return gettext("Vào muộn %(t)s", t=airtime(offset_ms))
+
+
 def init_app(app: Flask) -> None:
-    """Make ``label`` and ``session_name`` available to every template."""
-    app.jinja_env.globals.update(label=label, session_name=session_name)
+    """Make ``label``, ``session_name``, ``airtime`` and ``late_join`` available to every template."""
+    app.jinja_env.globals.update(label=label, session_name=session_name, airtime=airtime, late_join=late_join)

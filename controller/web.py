@@ -21,12 +21,13 @@ from controller.models import (
     Event,
     ExtraSessionRow,
     Fault,
+    MissedPlay,
     ProgrammeItem,
     Receiver,
     SessionTemplateRow,
 )
 from controller.runtime import services
-from controller.services import areas, health
+from controller.services import areas, asrun, health
 from controller.services.health import in_fleet
 from controller.services.programme import (
     LIVE_STATUSES,
@@ -37,7 +38,6 @@ from controller.services.programme import (
     targets_of,
 )
 from schedules.events import now_ms
-from schedules.manifest import Item
 from schedules.planner import plan, session_slots
 from schedules.programme import ProgrammeError, default_templates
 
@@ -71,20 +71,16 @@ def login():
         try:
             principal = auth.authenticate(get_db(), request.form.get("username", ""),
                                           request.form.get("password", ""))
-        except auth.AccountLocked as exc:
-            principal = None
-            error = _("Tài khoản tạm khóa do nhập sai mật khẩu nhiều lần. Thử lại sau %(time)s.",
-                      time=local_time(exc.until_ms, "%H:%M"))
-            status = 429
-        if principal is None and status != 429:
+        except auth.LoginBusy:
+            return render_template("login.html", error=_("Máy chủ đang bận, xin thử lại sau giây lát.")), 503
+        if principal is None:
+            # One answer for an unknown account, a wrong password and an address that must wait (auth.py).
             error = _("Sai tên đăng nhập hoặc mật khẩu.")
             status = 401
             time.sleep(0.5)
-        if principal is not None:
+        else:
             auth.web_login(principal)
-            target = request.args.get("next", "")
-            safe = target.startswith("/") and not target.startswith("//")
-            return redirect(target if safe else url_for("web.overview"))
+            return redirect(auth.local_path(request.args.get("next")) or url_for("web.overview"))
     return render_template("login.html", error=error), status
 
 
@@ -107,7 +103,8 @@ def overview():
     counts = db.execute(select(Receiver.area_id, func.count(), func.sum(case((online_q, 1), else_=0)))
                         .where(in_fleet(visible)).group_by(Receiver.area_id)).all()
     total = sum(c for _, c, _ in counts)
-    online = sum(int(o or 0) for _, _, o in counts)
+    # Without the broker nobody can be heard: the count of who is online is not known (None).
+    online = None if health.broker_lost_since() is not None else sum(int(o or 0) for _, _, o in counts)
     # Only the clusters that need a look: offline ones, at most 50 (the full table is on /clusters).
     receivers = db.scalars(select(Receiver).where(in_fleet(visible), ~online_q)
                            .order_by(Receiver.last_seen_ms.desc().nulls_last(), Receiver.id).limit(50)).all()
@@ -123,6 +120,8 @@ def overview():
         select(Event.item_id, func.count(func.distinct(Event.rx_id)))
         .where(Event.type == "playback.finished", Event.item_id.in_(ids))
         .group_by(Event.item_id)).all()) if ids else {}
+    missed = dict(db.execute(select(MissedPlay.occurrence_id, func.count()).where(MissedPlay.occurrence_id.in_(ids))
+                             .group_by(MissedPlay.occurrence_id)).all()) if ids else {}
     area_names = {a.id: a.name for a in db.scalars(select(Area).where(Area.id.in_(visible)))}
     parent = {n.id: n.parent_id for n in nodes}
     rx_per_area: dict[str, int] = {}
@@ -131,9 +130,13 @@ def overview():
         while node is not None:
             rx_per_area[node] = rx_per_area.get(node, 0) + count
             node = parent.get(node)
-    rows = [{"item": i, "area_id": area_id, "wire": i.id, "played": played.get(i.id, 0),
-             "expected": rx_per_area.get(area_id, 0) - len(i.exclude), "state": _item_state(i, now)}
-            for area_id, i in occurrences]
+    rows = []
+    for area_id, i in occurrences:
+        # A past play's state is what the as-run record says: all, some or none of the clusters played it.
+        expected = max(0, rx_per_area.get(area_id, 0) - len(i.exclude))
+        done = played.get(i.id, 0)
+        rows.append({"item": i, "area_id": area_id, "wire": i.id, "played": done, "expected": expected,
+                     "state": asrun.play_state(i.start_ms, i.duration_ms, done, missed.get(i.id, 0), now, expected)})
     tz = ZoneInfo(current_app.config["TIMEZONE"])
     return render_template("overview.html", principal=principal, receivers=receivers, rows=rows, total=total,
                            area_names=area_names, online=online, now=now, is_online=is_online,
@@ -150,7 +153,7 @@ def _area_panel(db, visible: set[str], nodes, programme, rows: list[dict], now: 
     for area_id, counts in health.per_area(db, visible, now).items():
         node: str | None = area_id
         while node is not None and node in visible:  # a district shows its communes' clusters too
-            acc = status.setdefault(node, {"total": 0, "ok": 0, "fault": 0, "offline": 0})
+            acc = status.setdefault(node, {"total": 0, "ok": 0, "fault": 0, "offline": 0, "unknown": 0})
             for key, value in counts.items():
                 acc[key] += value
             node = parent.get(node)
@@ -178,7 +181,7 @@ def _area_panel(db, visible: set[str], nodes, programme, rows: list[dict], now: 
         counts = status[area_id]
         total = counts["total"] or 1
         panel.append({"id": area_id, "name": names.get(area_id, area_id), "counts": counts,
-                      "pct": {k: round(100 * counts[k] / total, 1) for k in ("ok", "fault", "offline")},
+                      "pct": {k: round(100 * counts[k] / total, 1) for k in health.STATUSES},
                       "sessions": [{"name": s.name, "start_ms": s.start_ms, "end_ms": s.end_ms,
                                     "now": s.start_ms <= now < s.end_ms} for s in slots],
                       "playing": chain, "faults": faults.get(area_id, 0)})
@@ -199,17 +202,11 @@ def receiver_page(rx_id: str):
                            events=[(e, json.loads(e.body)) for e in evs], local_time=local_time)
 
 
-def is_online(rx: Receiver, now: int) -> bool:
-    """Online and heard from within three heartbeats."""
+def is_online(rx: Receiver, now: int) -> bool | None:
+    """Online and heard from within three heartbeats; None (unknown) while the controller has lost the broker."""
+    if health.broker_lost_since() is not None:
+        return None
     return bool(rx.online and rx.last_seen_ms and now - rx.last_seen_ms < STALE_MS)
-
-
-def _item_state(item: Item, now: int) -> str:
-    if now < item.start_ms:
-        return "scheduled"
-    if now < item.start_ms + item.duration_ms:
-        return "playing"
-    return "done"
 
 
 @bp.get("/programme")

@@ -28,6 +28,7 @@ from sqlalchemy import func, select, true
 
 from controller.db import get_db, session_scope
 from controller.i18n import N_
+from controller.labels import airtime
 from controller.models import Area, Event, Fault, FaultAck, Receiver, User
 from controller.runtime import services
 from controller.services import areas, health, reports
@@ -174,7 +175,7 @@ def cluster_page(rx_id: str):
                         .order_by(Fault.raised_ms.desc()).limit(50)).all()
     evs = db.scalars(select(Event).where(Event.rx_id == rx.id).order_by(Event.ts_ms.desc()).limit(50)).all()
     open_faults = any(f.cleared_ms is None for f, *_rest in faults)
-    status = health.status_of(is_online(rx, now), open_faults)
+    status = health.status_of(bool(is_online(rx, now)), open_faults, health.broker_lost_since())
     reports.refresh(db)
     asrun, _total = reports.problem_rows(db, {rx.area_id}, now - 7 * 86_400_000, now, per_page=20,
                                     outcomes=reports.OUTCOMES, rx_id=rx.id)
@@ -289,9 +290,9 @@ def ack_fault(fault_id: int):
     rx = db.get(Receiver, fault.rx_id) if fault is not None else None
     if fault is None or rx is None or not principal.may_touch(db, rx.area_id):
         abort(404)
-    back = request.form.get("back") or url_for("status.faults_page")
-    if not back.startswith("/") or back.startswith("//"):
-        back = url_for("status.faults_page")
+    from controller.auth import local_path
+
+    back = local_path(request.form.get("back")) or url_for("status.faults_page")
     sep = "&" if "?" in back else "?"
     if not principal.at_least("operator"):
         return redirect(back + sep + urlencode({"msg": _("Bạn không có quyền tiếp nhận sự cố.")}))
@@ -368,20 +369,16 @@ def reports_page():
 
 
 def _hour_bars(hours: dict, names: dict[str, str]) -> list[dict]:
-    """Bars for the broadcast-hours picture: one per area, its total over the range."""
-    totals = [(a, sum(hours["hours"][a].values())) for a in hours["areas"]]
+    """Bars for the broadcast-hours picture: one per area, its total over the range (summed in ms, unrounded)."""
+    totals = [(a, sum(hours["ms"][a].values())) for a in hours["areas"]]
     top = max((t for _, t in totals), default=0) or 1
-    return [{"area": names.get(a, a), "hours": round(t, 2), "pct": round(100 * t / top, 1),
-             "label": _hours_label(t)} for a, t in totals]
+    return [{"area": names.get(a, a), "hours": round(t / 3_600_000, 2), "pct": round(100 * t / top, 1),
+             "label": airtime(t)} for a, t in totals]
 
 
 def _hours_label(hours: float) -> str:
-    """'2.5 giờ', '12 phút', '40 giây' (a short bulletin that played is not '0 phút')."""
-    if hours >= 1:
-        return _("%(n).1f giờ", n=hours)
-    if hours * 60 >= 1:
-        return _("%(m)d phút", m=round(hours * 60))
-    return _("%(s)d giây", s=round(hours * 3600))
+    """'2.5 giờ', '12 phút', '40 giây' (a short bulletin that played is not '0 phút'): :func:`airtime`."""
+    return airtime(hours * 3_600_000)
 
 
 @bp.get("/reports/as-run.csv")

@@ -13,6 +13,7 @@ from typing import Any
 
 UNKNOWN = "unknown"
 PROTOCOL_VIOLATION = "protocol_violation"
+MANIFEST_MISSING = "manifest_missing"  # raised by the controller: a followed scope's manifest is not held
 
 # Faults a receiver raises and clears (agent, hardware inputs, cache), plus the one the
 # controller raises for a receiver that broke the protocol.
@@ -22,7 +23,7 @@ FAULTS = frozenset({
     "signature_refused", "conf_refused",
     "download_failed", "media_unreachable", "checksum_mismatch",
     "no_audio_device", "player_crashed", "stream_unavailable",
-    PROTOCOL_VIOLATION,
+    PROTOCOL_VIOLATION, MANIFEST_MISSING,
 })
 HARDWARE_FAULTS = ("mains_power_lost", "amplifier_fault", "speaker_line_open")
 
@@ -35,6 +36,23 @@ END_REASONS = frozenset({
 FAILURE_CODES = frozenset({
     "media.not_cached", "decoder.missing", "decoder.no_audio", "play.error", "relay.unavailable",
 })
+
+# Why a due play never started on a receiver: the controller decides these from its presence
+# history (``presence`` table), its registry and the manifests the receiver accepted; receivers
+# never send them. ``as-run`` rows and the CSV carry the code, pages its label.
+MISS_OFFLINE = "offline"  # offline (or never connected) through the whole play window
+MISS_NO_START = "no_start"  # online through the window, did not report starting
+MISS_CAME_ONLINE = "came_online"  # offline at the start, online during the play, did not join it
+MISS_WENT_OFFLINE = "went_offline"  # online at the start, lost during the play, no start reported
+MISS_NO_MANIFEST = "no_manifest"  # online, but had never accepted a manifest (schedule)
+MISS_NOT_PROVISIONED = "not_provisioned"  # registered with the controller only after the play started
+MISS_REASONS = frozenset({
+    MISS_OFFLINE, MISS_NO_START, MISS_CAME_ONLINE, MISS_WENT_OFFLINE, MISS_NO_MANIFEST, MISS_NOT_PROVISIONED,
+})
+
+# A play the receiver joined under way (``offset_ms`` > 0 in ``playback.started``/``finished``):
+# the marker as-run rows carry next to their reason, with the offset.
+LATE_JOIN = "late_join"
 
 # Which field of which event type carries a word of which vocabulary.
 _FIELDS: dict[str, tuple[tuple[str, frozenset[str]], ...]] = {

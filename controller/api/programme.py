@@ -251,6 +251,12 @@ def _programme_error(exc: ProgrammeError):
     return error_response(422, exc.code, exc.message, exc.message_vi)
 
 
+def _audited(values: dict) -> dict:
+    """What the audit log keeps of an item: the validated values (never the request body), as JSON types."""
+    return {k: (sorted(v) if isinstance(v, (set, frozenset)) else v) for k, v in values.items()
+            if isinstance(v, (str, int, float, bool, type(None), set, frozenset, list))}
+
+
 def _answer(row: ProgrammeItem, placement: Placement | None) -> dict:
     """An item and, once it is in the programme, where its next occurrence starts (``placed_at``) and
     ``notice`` / ``notice_vi`` when that is not the plain answer (its session is on air)."""
@@ -278,7 +284,7 @@ def create_item(principal):
     db.add(row)
     db.flush()
     placement = svc_programme.place(db, row, now, now, current_app.config["TIMEZONE"])
-    audit(db, principal.id, "create", "programme_item", row.id, data)
+    audit(db, principal.id, "create", "programme_item", row.id, _audited(values))
     owner = db.get(Area, row.area_id)
     if svc_programme.can_approve(principal, db, row) and not owner.require_distinct_approver:
         row.status, row.approved_by, row.approved_ms = "approved", principal.id, now
@@ -348,7 +354,7 @@ def update_item(principal, item_id: int):
     for key, value in values.items():
         setattr(row, key, value)
     moved = any(getattr(row, k) != v for k, v in before.items())
-    audit(db, principal.id, "update", "programme_item", row.id, data)
+    audit(db, principal.id, "update", "programme_item", row.id, _audited(values))
     owner = db.get(Area, row.area_id)
     placement = None
     if svc_programme.can_approve(principal, db, row) and not owner.require_distinct_approver:
@@ -464,7 +470,10 @@ def put_sessions(principal, area_id: str):
     for t in templates:
         db.add(SessionTemplateRow(area_id=area.id, key=t.key, name=t.name, start_s=time_to_seconds(t.start),
                                   end_s=time_to_seconds(t.end), weekdays=weekdays_to_mask(t.weekdays)))
-    audit(db, principal.id, "set_sessions", "area", area.id, data)
+    audit(db, principal.id, "set_sessions", "area", area.id,
+          {"sessions": [{"key": t.key, "name": t.name, "start": t.start.isoformat(timespec="minutes"),
+                         "end": t.end.isoformat(timespec="minutes"), "weekdays": sorted(t.weekdays)}
+                        for t in templates]})
     db.commit()
     _changed()
     return get_sessions.__wrapped__(principal, area_id)
@@ -493,7 +502,8 @@ def add_extra_session(principal, area_id: str):
                           start_s=time_to_seconds(t.start), end_s=time_to_seconds(t.end))
     db.add(row)
     db.flush()
-    audit(db, principal.id, "add_extra_session", "area", area.id, data)
+    audit(db, principal.id, "add_extra_session", "area", area.id,
+          {"id": row.id, "date": row.day, "key": row.key, "name": row.name, "start_s": row.start_s, "end_s": row.end_s})
     db.commit()
     _changed()
     return jsonify({"extra": {"id": row.id, "date": row.day, "key": row.key}}), 201
@@ -524,13 +534,9 @@ def play_state(start_ms: int, duration_ms: int, played: int, missed: int, now: i
     ``played`` (some receiver finished it) and ``missed`` (recorded misses) are what happened;
     otherwise ``scheduled`` before its start, ``playing`` until its end, and ``not_played`` after:
     its time passed and no receiver reported playing it (never "in the schedule")."""
-    if played:
-        return "played"
-    if missed:
-        return "missed"
-    if now < start_ms:
-        return "scheduled"
-    return "playing" if now < start_ms + duration_ms else "not_played"
+    from controller.services import asrun  # the one rule, shared with the overview
+
+    return asrun.play_state(start_ms, duration_ms, played, missed, now)
 
 
 def timeline(db: Session, area: Area, first: date, days: int, tz: ZoneInfo) -> dict:

@@ -6,8 +6,14 @@ missed plays the scheduler recorded:
 - ``full``: ``playback.finished`` with at least the planned duration less a 2 s tolerance;
 - ``partial``: ``playback.finished`` with less (the share played is given);
 - ``failed``: ``playback.failed`` (the receiver's code and reason);
-- ``missed``: a :class:`MissedPlay` (due, never started; offline or silent);
+- ``missed``: a :class:`MissedPlay` (due, never started); its reason comes from the presence
+  history over the play's window (:func:`controller.services.asrun.miss_reasons`);
 - ``unfinished``: ``playback.started`` with no end reported (yet).
+
+A play the receiver joined under way (``offset_ms`` > 0 in its start or finish) carries
+``late_ms``, the offset it joined at. Airtime (``played_ms``) is what the receiver reports it
+played, else the time from its start to its finish; it is summed in milliseconds and only the
+pages round it (:func:`controller.labels.airtime`).
 
 Reports read :class:`AsRunRecord` rows (one per occurrence × receiver, no JSON to parse) that
 :func:`refresh` folds from the events incrementally; each report page refreshes first.
@@ -29,8 +35,9 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from controller.i18n import N_
-from controller.models import AsRunRecord, Bulletin, Event, HeartbeatBucket, MissedPlay, ProgrammeItem, Receiver
-from controller.services.health import BUCKET_MS
+from controller.models import AsRunRecord, Bulletin, Event, MissedPlay, ProgrammeItem, Receiver
+from controller.services import asrun
+from schedules import vocab
 from schedules.events import PLAYBACK_FAILED, PLAYBACK_FINISHED, PLAYBACK_STARTED
 
 FULL_TOLERANCE_MS = 2000
@@ -40,8 +47,14 @@ OUTCOME_VI = {"full": N_("Phát đủ"), "partial": N_("Phát một phần"), "f
               "missed": N_("Không phát"), "unfinished": N_("Chưa báo kết thúc")}
 REASON_VI = {
     "media.not_cached": N_("Chưa tải được bản tin về cụm"), "play.error": N_("Lỗi khi phát"),
-    "decoder.missing": N_("Thiếu bộ giải mã"), "offline": N_("Cụm mất kết nối lúc phát"),
-    "no_start": N_("Cụm trực tuyến nhưng không báo bắt đầu phát"),
+    "decoder.missing": N_("Thiếu bộ giải mã"),
+    # Why a due play never started (schedules.vocab.MISS_REASONS), from the presence history.
+    vocab.MISS_OFFLINE: N_("Cụm mất kết nối lúc phát"),  # offline through the whole play
+    vocab.MISS_NO_START: N_("Cụm trực tuyến nhưng không báo bắt đầu phát"),
+    vocab.MISS_CAME_ONLINE: N_("Cụm kết nối lại khi bản tin đang phát nhưng không phát"),
+    vocab.MISS_WENT_OFFLINE: N_("Cụm mất kết nối khi bản tin đang phát, không báo bắt đầu phát"),
+    vocab.MISS_NO_MANIFEST: N_("Cụm chưa nhận lịch phát nào"),
+    vocab.MISS_NOT_PROVISIONED: N_("Cụm chưa được đăng ký lúc phát"),
     "preempted": N_("Bị bản tin ưu tiên hơn chen ngang"),
     "stopped_by_command": N_("Bị dừng bằng lệnh"), "stopped": N_("Cụm loa dừng giữa chừng (tắt hoặc khởi động lại)"),
     "decoder_error": N_("Lỗi giải mã"), "error": N_("Lỗi khi phát"),
@@ -50,7 +63,10 @@ REASON_VI = {
     "media_end": "", "complete": "", "unknown": N_("Không rõ (cụm thu gửi mã lạ)"),
 }
 CSV_COLUMNS = ("occurrence_id", "programme_item_id", "title", "receiver", "receiver_name", "area",
-               "planned_start", "reported_at", "outcome", "played_s", "planned_s", "played_pct", "reason")
+               "planned_start", "reported_at", "outcome", "played_s", "planned_s", "played_pct", "reason",
+               "reason_vi", "late_join_s")
+# A text cell starting with one of these is a formula to a spreadsheet: it gets a leading "'".
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 REFRESH_OVERLAP_MS = 2_000  # events received this close to the watermark are folded again (idempotent)
@@ -84,7 +100,11 @@ def refresh(db: Session) -> None:
     since = (watermark - REFRESH_OVERLAP_MS) if watermark is not None else None
     is_finished = Event.type == PLAYBACK_FINISHED
     rank = func.max(case((is_finished, 3), (Event.type == PLAYBACK_FAILED, 2), else_=1))
-    played = func.max(case((is_finished, _json_field(db, "played_ms"))))
+    # What the receiver says it played, else the time from its start to its finish.
+    started_at = func.min(case((Event.type == PLAYBACK_STARTED,
+                                func.coalesce(_json_field(db, "actual_start_ms"), Event.ts_ms))))
+    played = func.coalesce(func.max(case((is_finished, _json_field(db, "played_ms")))),
+                           func.max(case((is_finished, Event.ts_ms))) - started_at)
     planned = func.max(case((is_finished, _json_field(db, "planned_duration_ms"))))
     reason = func.max(case((is_finished, _json_text(db, "end_reason")),
                            (Event.type == PLAYBACK_FAILED, _json_text(db, "code"))))
@@ -140,9 +160,11 @@ def asrun_select(db: Session, visible: set[str], since_ms: int, until_ms: int,
         in_area = select(Receiver.id).where(Receiver.area_id.in_(visible))
         if rx_id is not None:
             in_area = in_area.where(Receiver.id == rx_id)
+        # Labelled: with no other part (only missed plays asked for) these name the columns.
         parts.append(select(MissedPlay.occurrence_id, MissedPlay.programme_item_id, MissedPlay.rx_id,
-                            MissedPlay.planned_start_ms, MissedPlay.detected_ms, literal("missed"), literal(0),
-                            null(), cast(null(), String)).where(
+                            MissedPlay.planned_start_ms, MissedPlay.detected_ms.label("ts_ms"),
+                            literal("missed").label("outcome"), literal(0).label("played_ms"),
+                            null().label("planned_ms"), cast(null(), String).label("reason")).where(
             MissedPlay.planned_start_ms >= since_ms, MissedPlay.planned_start_ms < until_ms,
             MissedPlay.rx_id.in_(in_area)))
     if not parts:
@@ -165,21 +187,37 @@ def problem_rows(db: Session, visible: set[str], since_ms: int, until_ms: int, *
     total = db.scalar(select(func.count()).select_from(sub)) or 0
     rows = db.execute(select(sub).order_by(sub.c.planned_start_ms.desc(), sub.c.rx_id)
                       .limit(per_page).offset((max(1, page) - 1) * per_page)).all()
-    return [_decorate(db, dict(r._mapping)) for r in rows], total
+    return decorate(db, [dict(r._mapping) for r in rows]), total
 
 
-def _decorate(db: Session, row: dict[str, Any]) -> dict[str, Any]:
-    """Add share played, Vietnamese reason, title and receiver name to one as-run row."""
-    planned, played = row.get("planned_ms"), row.get("played_ms")
-    row["pct"] = round(100 * played / planned) if planned and played is not None else None
-    if row["outcome"] == "missed":
-        heard = db.scalar(select(func.count()).select_from(HeartbeatBucket).where(
-            HeartbeatBucket.rx_id == row["rx_id"],
-            HeartbeatBucket.bucket_ms.between(row["planned_start_ms"] - BUCKET_MS, row["planned_start_ms"])))
-        row["reason"] = "no_start" if heard else "offline"
-    # Only the known reasons have a label: anything else is the receiver's data, not a message.
-    row["reason_vi"] = REASON_VI.get(row.get("reason") or "") or None
-    return row
+def decorate(db: Session, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add share played, why a missed play never started, the late-join offset and the Vietnamese
+    reason to as-run rows (in place; returns them)."""
+    missed = [r for r in rows if r["outcome"] == "missed"]
+    for row, reason in zip(missed, asrun.miss_reasons(
+            db, [(r["rx_id"], r["planned_start_ms"], r["programme_item_id"]) for r in missed]), strict=True):
+        row["reason"] = reason
+    late = join_offsets(db, {(r["occurrence_id"], r["rx_id"]) for r in rows
+                             if r["outcome"] in ("full", "partial", "unfinished")})
+    for row in rows:
+        planned, played = row.get("planned_ms"), row.get("played_ms")
+        row["pct"] = round(100 * played / planned) if planned and played is not None else None
+        row["late_ms"] = late.get((row["occurrence_id"], row["rx_id"]))
+        # Only the known reasons have a label: anything else is the receiver's data, not a message.
+        row["reason_vi"] = REASON_VI.get(row.get("reason") or "") or None
+    return rows
+
+
+def join_offsets(db: Session, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """``(occurrence, rx)`` → how far into the item the receiver joined it, for the plays it joined
+    under way: the ``offset_ms`` its ``playback.started`` (or ``finished``) reported, when over 0."""
+    if not pairs:
+        return {}
+    offset = func.max(_json_field(db, "offset_ms"))
+    rows = db.execute(select(Event.item_id, Event.rx_id, offset).where(
+        Event.item_id.in_({o for o, _ in pairs}), Event.rx_id.in_({r for _, r in pairs}),
+        Event.type.in_((PLAYBACK_STARTED, PLAYBACK_FINISHED))).group_by(Event.item_id, Event.rx_id)).all()
+    return {(o, r): int(v) for o, r, v in rows if (o, r) in pairs and v is not None and int(v) > 0}
 
 
 def titles(db: Session, item_ids: set[int]) -> dict[int, str]:
@@ -210,7 +248,9 @@ def broadcast_hours(db: Session, visible: set[str], since_ms: int, until_ms: int
     """Hours broadcast per area (the receivers' own areas) per day, ISO week or month.
 
     An area's hours count each occurrence once, at the longest any of its clusters played it;
-    ``cluster_hours`` add up every cluster's playing time.
+    ``cluster_hours`` add up every cluster's playing time. ``ms`` and ``cluster_ms`` are the same
+    sums in milliseconds, unrounded: pages show those (``hours`` are rounded to 0.01 h, so a
+    20-second play is 36 seconds of them).
     """
     rows = db.execute(
         select(AsRunRecord.area_id, AsRunRecord.occurrence_id, func.min(AsRunRecord.planned_start_ms),
@@ -218,17 +258,23 @@ def broadcast_hours(db: Session, visible: set[str], since_ms: int, until_ms: int
         .where(AsRunRecord.outcome.in_(("full", "partial")), AsRunRecord.planned_start_ms >= since_ms,
                AsRunRecord.planned_start_ms < until_ms, AsRunRecord.area_id.in_(visible))
         .group_by(AsRunRecord.area_id, AsRunRecord.occurrence_id)).all()
-    table: dict[tuple[str, str], list[float]] = {}
+    table: dict[tuple[str, str], list[int]] = {}
     for area_id, _item, ts, longest, total in rows:
         key = (area_id, period_key(datetime.fromtimestamp(ts / 1000, tz).date(), period))
-        cell = table.setdefault(key, [0.0, 0.0])
-        cell[0] += int(longest or 0) / 3_600_000
-        cell[1] += int(total or 0) / 3_600_000  # PostgreSQL sums BIGINT as NUMERIC (a Decimal)
+        cell = table.setdefault(key, [0, 0])
+        cell[0] += int(longest or 0)
+        cell[1] += int(total or 0)  # PostgreSQL sums BIGINT as NUMERIC (a Decimal)
     periods = sorted({p for _, p in table})
     area_ids = sorted({a for a, _ in table})
+
+    def sums(i: int) -> dict[str, dict[str, int]]:
+        return {a: {p: table.get((a, p), [0, 0])[i] for p in periods} for a in area_ids}
+
+    ms, cluster_ms = sums(0), sums(1)
     return {"periods": periods, "areas": area_ids,
-            "hours": {a: {p: round(table.get((a, p), [0, 0])[0], 2) for p in periods} for a in area_ids},
-            "cluster_hours": {a: {p: round(table.get((a, p), [0, 0])[1], 2) for p in periods} for a in area_ids}}
+            "hours": {a: {p: round(v / 3_600_000, 2) for p, v in row.items()} for a, row in ms.items()},
+            "cluster_hours": {a: {p: round(v / 3_600_000, 2) for p, v in row.items()} for a, row in cluster_ms.items()},
+            "ms": ms, "cluster_ms": cluster_ms}
 
 
 def period_key(day: date, period: str) -> str:
@@ -269,15 +315,23 @@ def csv_lines(db: Session, visible: set[str], since_ms: int, until_ms: int, tz: 
                                  if r["programme_item_id"] and r["programme_item_id"] not in names}))
         out.seek(0)
         out.truncate()
+        decorate(db, rows)
         for r in rows:
-            planned, played = r["planned_ms"], r["played_ms"]
+            planned, played, late = r["planned_ms"], r["played_ms"], r["late_ms"]
             writer.writerow([
-                r["occurrence_id"], r["programme_item_id"] or "", names.get(r["programme_item_id"], ""), r["rx_id"],
-                rx_names.get(r["rx_id"], ""), rx_areas.get(r["rx_id"], ""), _iso(r["planned_start_ms"], tz),
-                _iso(r["ts_ms"], tz), r["outcome"], "" if played is None else round(played / 1000, 1),
-                "" if planned is None else round(planned / 1000, 1),
-                round(100 * played / planned) if planned and played is not None else "", r["reason"] or ""])
+                _text(r["occurrence_id"]), r["programme_item_id"] or "", _text(names.get(r["programme_item_id"])),
+                _text(r["rx_id"]), _text(rx_names.get(r["rx_id"])), _text(rx_areas.get(r["rx_id"])),
+                _iso(r["planned_start_ms"], tz), _iso(r["ts_ms"], tz), _text(r["outcome"]),
+                "" if played is None else round(played / 1000, 1), "" if planned is None else round(planned / 1000, 1),
+                "" if r["pct"] is None else r["pct"], _text(r["reason"]), _text(r["reason_vi"]),
+                "" if late is None else round(late / 1000, 1)])
         yield out.getvalue()
+
+
+def _text(value: Any) -> str:
+    """A text cell for the CSV, neutralised against formula injection (a leading ``'``)."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(FORMULA_START) else text
 
 
 def _iso(ms: int | None, tz: ZoneInfo) -> str:
