@@ -23,7 +23,7 @@ _STATUS_PATHS = {  # health dashboard, faults, as-run reports (controller/api/st
     "/api/v1/clusters": {"get": _op("cluster table: status, last seen, clock offset, signal, version, volume", {
         "200": {"description": "summary and one page of clusters"}, "400": {"description": "bad filter"},
         "404": {"description": "area unknown or out of scope"}}, parameters=[
-        _q("status", {"enum": ["ok", "fault", "offline"]}), _AREA_Q, _q("q", {"type": "string"}),
+        _q("status", {"enum": ["ok", "fault", "offline", "unknown"]}), _AREA_Q, _q("q", {"type": "string"}),
         _q("sort", {"enum": ["name", "status", "last_seen", "offset", "signal", "version", "volume", "area"]}),
         _q("dir", {"enum": ["asc", "desc"]}), _q("page", {"type": "integer", "minimum": 1}),
         _q("per_page", {"type": "integer", "minimum": 1, "maximum": 500})])},

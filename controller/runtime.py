@@ -193,6 +193,16 @@ def housekeeping(key_id: str) -> None:
 def init_app(app: Flask) -> None:
     """Attach the services (not started) to the app."""
     app.extensions["loaxa.services"] = Services(app)
+    app.context_processor(_broker_banner)
+
+
+def _broker_banner() -> dict:
+    """Every page says so while the controller has lost the broker: no status it shows is current."""
+    from controller.services import health
+    from controller.web import local_time
+
+    lost = health.broker_lost_since()
+    return {"broker_lost_since": local_time(lost, "%H:%M:%S %d/%m/%Y") if lost is not None else None}
 
 
 def services() -> Services | None:

@@ -10,12 +10,18 @@ from sqlalchemy import select
 from controller.api import bp, receiver_in_scope, require
 from controller.db import get_db
 from controller.models import Event, Receiver
-from controller.services import areas
+from controller.services import areas, health
+from schedules.events import now_ms
 
 
 def receiver_json(rx: Receiver, detail: bool = False) -> dict:
     """API view of a receiver; ``detail`` adds the last heartbeat and recent events."""
-    out = {"id": rx.id, "name": rx.name, "area": rx.area_id, "online": rx.online,
+    # While the controller has lost the broker it cannot know who is online: null, "unknown since T".
+    lost = health.broker_lost_since()
+    online = None if lost is not None else bool(rx.online and rx.last_seen_ms
+                                                and now_ms() - rx.last_seen_ms < health.STALE_MS)
+    out = {"id": rx.id, "name": rx.name, "area": rx.area_id, "online": online,
+           "state": "unknown" if online is None else ("online" if online else "offline"), "unknown_since_ms": lost,
            "last_seen_ms": rx.last_seen_ms, "lat": rx.lat, "lon": rx.lon, "retired_ms": rx.retired_ms}
     if detail:
         db = get_db()

@@ -57,11 +57,14 @@ def _day(name: str) -> date | None:
 @bp.get("/clusters")
 @require("viewer")
 def api_clusters(principal):
-    """Cluster table: ?status=ok|fault|offline&area=&q=&sort=&dir=desc&page=&per_page=."""
+    """Cluster table: ?status=ok|fault|offline|unknown&area=&q=&sort=&dir=desc&page=&per_page=.
+
+    While the controller has lost the broker every row is ``unknown`` (with ``unknown_since_ms``).
+    """
     status = request.args.get("status") or None
     if status is not None and status not in health.STATUSES:
-        raise ApiError(400, "request.bad_field", "status must be ok, fault or offline",
-                       "Tình trạng phải là ok, fault hoặc offline.")
+        raise ApiError(400, "request.bad_field", "status must be ok, fault, offline or unknown",
+                       "Tình trạng phải là ok, fault, offline hoặc unknown.")
     sort = request.args.get("sort") or "name"
     if sort not in health.SORTS:
         raise ApiError(400, "request.bad_field", f"sort must be one of {', '.join(health.SORTS)}",
@@ -75,7 +78,7 @@ def api_clusters(principal):
                     "pages": table.pages, "per_page": table.per_page,
                     "clusters": [{k: r[k] for k in ("id", "name", "area_id", "status", "last_seen_ms", "lat", "lon",
                                                     "offset", "signal", "signal_pct", "network", "network_tech",
-                                                    "version", "volume", "temperature", "playing")}
+                                                    "version", "volume", "temperature", "playing", "unknown_since_ms")}
                                  for r in table.rows]})
 
 

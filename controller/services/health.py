@@ -13,8 +13,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from flask import current_app, has_app_context
 from markupsafe import Markup, escape
-from sqlalchemy import JSON, and_, case, cast, exists, func, select, type_coerce
+from sqlalchemy import JSON, and_, case, cast, exists, false, func, select, type_coerce
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -24,9 +25,9 @@ from controller.models import AreaActivity, Fault, FaultAck, HeartbeatBucket, Re
 
 BUCKET_MS = 15 * 60_000
 STALE_MS = 90_000  # three missed heartbeats (the same rule as the web overview)
-STATUSES = ("ok", "fault", "offline")
-STATUS_VI = {"ok": "Hoạt động tốt", "fault": "Có sự cố", "offline": "Mất kết nối"}
-STATUS_COLOUR = {"ok": "#2b9348", "fault": "#f4a261", "offline": "#9aa0a6"}
+STATUSES = ("ok", "fault", "offline", "unknown")
+STATUS_VI = {"ok": "Hoạt động tốt", "fault": "Có sự cố", "offline": "Mất kết nối", "unknown": "Không rõ"}
+STATUS_COLOUR = {"ok": "#2b9348", "fault": "#f4a261", "offline": "#9aa0a6", "unknown": "#d0d4da"}
 
 # Heartbeat field names seen from agents and vendors' boxes, first match wins.
 OFFSET_KEYS = ("clock_offset_ms", "offset_ms", "clock_offset")
@@ -177,11 +178,24 @@ def open_fault_clause():
     return exists().where(Fault.rx_id == Receiver.id, Fault.cleared_ms.is_(None))
 
 
-def status_of(online: bool, faulty: bool) -> str:
-    """ok, fault (online with an open fault) or offline."""
+def status_of(online: bool, faulty: bool, lost: int | None = None) -> str:
+    """ok, fault (online with an open fault) or offline; ``unknown`` while the broker is lost (``lost``)."""
+    if lost is not None:
+        return "unknown"
     if not online:
         return "offline"
     return "fault" if faulty else "ok"
+
+
+def broker_lost_since() -> int | None:
+    """Since when the controller has not been connected to the broker (ms), or None.
+
+    From then on it cannot hear any receiver, so whatever the database says about their
+    state is only the last known one: every status view shows ``unknown`` since this time.
+    None when connected, and when this process runs no MQTT services (a CLI, a unit test).
+    """
+    svc = current_app.extensions.get("loaxa.services") if has_app_context() else None
+    return svc.broker_down_since() if svc is not None else None
 
 
 @dataclass
@@ -203,10 +217,15 @@ def clusters(db: Session, visible: set[str], now: int, *, status: str | None = N
     """The filtered, sorted, paginated cluster table of the receivers in ``visible`` areas."""
     online = online_clause(now)
     faulty = open_fault_clause()
+    lost = broker_lost_since()
     query = select(Receiver.id, Receiver.name, Receiver.area_id, Receiver.last_seen_ms, Receiver.lat,
                    Receiver.lon, online.label("on"), faulty.label("faulty"),
                    Receiver.last_hb).where(in_fleet(visible))
-    if status == "offline":
+    if lost is not None and status is not None:  # nothing is known to be ok, faulty or offline
+        query = query.where(false()) if status != "unknown" else query
+    elif status == "unknown":
+        query = query.where(false())
+    elif status == "offline":
         query = query.where(~online)
     elif status == "fault":
         query = query.where(online, faulty)
@@ -224,7 +243,7 @@ def clusters(db: Session, visible: set[str], now: int, *, status: str | None = N
     # Receivers without the value (no heartbeat yet) go last whichever the direction.
     query = query.order_by(col.is_(None), col.desc() if desc else col, Receiver.id)
     raw = db.execute(query.limit(per_page).offset((page - 1) * per_page)).all()
-    rows = [_row(r) for r in raw]
+    rows = [_row(r, lost) for r in raw]
     return ClusterPage(rows, total, page, pages, per_page)
 
 
@@ -254,14 +273,15 @@ def _sort_column(db: Session, sort: str, online, faulty):
     return _hb_value(db, VERSION_KEYS, as_text=True)
 
 
-def _row(r) -> dict[str, Any]:
+def _row(r, lost: int | None = None) -> dict[str, Any]:
     try:
         hb = json.loads(r.last_hb) if r.last_hb else None
     except ValueError:
         hb = None
     fields = hb_fields(hb if isinstance(hb, dict) else None)
     return {"id": r.id, "name": r.name, "area_id": r.area_id, "last_seen_ms": r.last_seen_ms,
-            "lat": r.lat, "lon": r.lon, "status": status_of(bool(r.on), bool(r.faulty)),
+            "lat": r.lat, "lon": r.lon, "status": status_of(bool(r.on), bool(r.faulty), lost),
+            "unknown_since_ms": lost,
             "offset": fields["offset_ms"], "abs_offset": abs(fields["offset_ms"]) if fields["offset_ms"] is not None
             else None, "signal": fields["signal_dbm"], "signal_pct": fields["signal_pct"],
             "network": fields["network"], "network_tech": fields["network_tech"],
@@ -278,19 +298,24 @@ def summary(db: Session, visible: set[str], now: int) -> dict[str, int]:
                                                                    ~faulty)) or 0
     fault = db.scalar(select(func.count()).select_from(Receiver).where(in_fleet(visible), online,
                                                                       faulty)) or 0
-    return {"total": total, "ok": ok, "fault": fault, "offline": total - ok - fault}
+    lost = broker_lost_since()
+    if lost is not None:
+        return {"total": total, "ok": 0, "fault": 0, "offline": 0, "unknown": total, "unknown_since_ms": lost}
+    return {"total": total, "ok": ok, "fault": fault, "offline": total - ok - fault, "unknown": 0,
+            "unknown_since_ms": None}
 
 
 def per_area(db: Session, visible: set[str], now: int) -> dict[str, dict[str, int]]:
     """Status counts per area id (the receiver's own area)."""
     online = online_clause(now)
     faulty = open_fault_clause()
+    lost = broker_lost_since()
     out: dict[str, dict[str, int]] = {}
     for area_id, on, bad, n in db.execute(
             select(Receiver.area_id, online, faulty, func.count()).where(in_fleet(visible))
             .group_by(Receiver.area_id, online, faulty)):
-        counts = out.setdefault(area_id, {"total": 0, "ok": 0, "fault": 0, "offline": 0})
-        counts[status_of(bool(on), bool(bad))] += n
+        counts = out.setdefault(area_id, {"total": 0, "ok": 0, "fault": 0, "offline": 0, "unknown": 0})
+        counts[status_of(bool(on), bool(bad), lost)] += n
         counts["total"] += n
     return out
 
@@ -302,7 +327,8 @@ def map_points(db: Session, visible: set[str], now: int) -> list[dict[str, Any]]
     rows = db.execute(select(Receiver.id, Receiver.name, Receiver.lat, Receiver.lon, online, faulty)
                       .where(in_fleet(visible), Receiver.lat.is_not(None),
                              Receiver.lon.is_not(None))).all()
-    return [{"id": r[0], "name": r[1], "lat": r[2], "lon": r[3], "status": status_of(bool(r[4]), bool(r[5]))}
+    lost = broker_lost_since()
+    return [{"id": r[0], "name": r[1], "lat": r[2], "lon": r[3], "status": status_of(bool(r[4]), bool(r[5]), lost)}
             for r in rows]
 
 
@@ -349,7 +375,8 @@ FAULT_VI = {
     "disk_nearly_full": N_("Bộ nhớ sắp đầy"), "no_audio_device": N_("Không có thiết bị âm thanh"),
     "overheating": N_("Quá nhiệt"), "player_crashed": N_("Trình phát bị lỗi"),
     "stream_unavailable": N_("Không thu được luồng phát trực tiếp"),
-    "protocol_violation": N_("Cụm thu gửi dữ liệu sai giao thức"), "unknown": N_("Không rõ (cụm thu gửi mã lạ)"),
+    "protocol_violation": N_("Cụm thu gửi dữ liệu sai giao thức"),
+    "manifest_missing": N_("Cụm thu thiếu lịch phát của địa bàn"), "unknown": N_("Không rõ (cụm thu gửi mã lạ)"),
 }
 
 
@@ -496,7 +523,7 @@ def coordinate_plot(points: list[dict[str, Any]], width: int = 720, height: int 
     parts = [f'<svg class="plot" viewBox="0 0 {width} {height}" role="img" aria-label="Bản đồ cụm loa">'
              f'<rect width="{width}" height="{height}" fill="#f8fafc"/>']
     if len(points) <= max_points:
-        rank = {"ok": 0, "offline": 1, "fault": 2}
+        rank = {"ok": 0, "unknown": 1, "offline": 1, "fault": 2}
         for p in sorted(points, key=lambda p: rank[p["status"]]):  # problems drawn last, on top
             cx, cy = xy(p)
             tip = f'{escape(p["name"])} · {STATUS_VI[p["status"]]}'
@@ -510,7 +537,7 @@ def coordinate_plot(points: list[dict[str, Any]], width: int = 720, height: int 
         for p in points:
             cx, cy = xy(p)
             cells.setdefault((int(cx // cell), int(cy // cell)), []).append(p)
-        worst = {"fault": 2, "offline": 1, "ok": 0}
+        worst = {"fault": 2, "offline": 1, "unknown": 1, "ok": 0}
         for (i, j), members in cells.items():
             status = max((m["status"] for m in members), key=lambda s: worst[s])
             bad = sum(1 for m in members if m["status"] != "ok")

@@ -12,11 +12,12 @@ import queue
 import threading
 
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from controller.db import session_scope
-from controller.models import Event, Fault, Presence, Receiver
+from controller.models import Event, Fault, Presence, Publication, Receiver
+from controller.services import areas
 from schedules import events, topics, vocab
 from schedules.events import now_ms
 from schedules.planner import entry_of
@@ -112,6 +113,7 @@ class Telemetry:
                     from controller.services.health import record_heartbeat  # 15-minute history (issue 7)
 
                     record_heartbeat(db, rx.id, hb, now)
+                    self._check_manifests(db, rx, hb, now)
             else:
                 self._event(db, rx, payload, now)
         self.ingested += 1
@@ -153,6 +155,33 @@ class Telemetry:
             # Another path stored the same id between our check and the insert.
             db.rollback()
         logger.info("rx=%s event %s %s item=%s", rx.id, ev["type"], ev["id"], ev.get("item_id"))
+
+    def _check_manifests(self, db, rx: Receiver, hb: dict, now: int) -> None:
+        """Raise ``manifest_missing`` while the receiver holds no manifest for a scope it follows; clear it after.
+
+        A receiver that got its conf but not the manifests (a broker that lost its retained
+        store) plays nothing and would otherwise look ``ok``. Only scopes the controller has
+        published a manifest for count, and only once the receiver has been online for
+        ``MANIFEST_GRACE_S`` (retained manifests arrive within seconds of connecting).
+        """
+        held = hb.get("manifests")
+        held = set(held) if isinstance(held, dict) else set()
+        followed = areas.receiver_scopes(db, rx.id, rx.area_id)
+        published = set(db.scalars(select(Publication.scope).where(Publication.kind == "manifest",
+                                                                    Publication.scope.in_(followed)).distinct()))
+        missing = sorted(published - held)
+        open_fault = db.scalars(select(Fault).where(Fault.rx_id == rx.id, Fault.code == vocab.MANIFEST_MISSING,
+                                                    Fault.cleared_ms.is_(None))).first()
+        if not missing:
+            if open_fault is not None:
+                open_fault.cleared_ms = now
+            return
+        since = db.scalar(select(func.max(Presence.since_ms)).where(Presence.rx_id == rx.id,
+                                                                    Presence.online.is_(True)))
+        if open_fault is None and since is not None and now - since >= int(self.app.config["MANIFEST_GRACE_S"]) * 1000:
+            detail = "no manifest held for " + ", ".join(missing)
+            logger.warning("rx=%s: %s", rx.id, detail)
+            db.add(Fault(rx_id=rx.id, code=vocab.MANIFEST_MISSING, detail=detail[:2000], raised_ms=now))
 
     @staticmethod
     def _checked(ev: dict) -> tuple[dict, list[tuple[str, object]]]:

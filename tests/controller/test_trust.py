@@ -123,3 +123,37 @@ def test_presence_changes_are_recorded(prog):
         rows = db.scalars(select(Presence).where(Presence.rx_id == "phu-1").order_by(Presence.id)).all()
         assert [r.online for r in rows] == [True, False, True]
         assert db.get(Receiver, "phu-1").online is True
+
+
+def test_a_receiver_without_the_manifest_of_a_scope_it_follows_is_at_fault(prog, client, monkeypatch):
+    """A conf but no manifest (the broker lost it) plays nothing: the cluster shows a fault, not ``ok``."""
+    from controller.models import Publication
+    from controller.services import telemetry as tele_mod
+
+    with session_scope(prog) as db:
+        for scope in ("area/hue", "area/qd", "area/qd/phu"):
+            db.add(Publication(kind="manifest", scope=scope, version=1, content_hash="h", payload="{}", created_ms=0))
+    clock = [10_000_000]
+    monkeypatch.setattr(tele_mod, "now_ms", lambda: clock[0])
+    tele = Telemetry(prog)
+    tele.handle(topics.rx_status("phu-1"), b"online")
+
+    def beat(held):
+        tele.handle(topics.rx_hb("phu-1"), events.encode({"v": 1, "rx": "phu-1", "ts": clock[0],
+                                                           "manifests": {s: 1 for s in held}}))
+
+    def open_faults():
+        with session_scope(prog) as db:
+            return [(f.code, f.detail) for f in db.scalars(select(Fault).where(
+                Fault.rx_id == "phu-1", Fault.cleared_ms.is_(None)))]
+
+    beat(["area/hue", "area/qd"])
+    assert open_faults() == []  # just connected: its retained manifests may still be on the way
+    clock[0] += prog.config["MANIFEST_GRACE_S"] * 1000
+    beat(["area/hue", "area/qd"])
+    assert open_faults() == [("manifest_missing", "no manifest held for area/qd/phu")]
+    beat(["area/hue", "area/qd"])
+    assert len(open_faults()) == 1  # one open fault, not one per heartbeat
+    clock[0] += 1000
+    beat(["area/hue", "area/qd", "area/qd/phu"])
+    assert open_faults() == []
