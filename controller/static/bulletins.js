@@ -127,6 +127,10 @@
     peaks.forEach((p, i) => { const v = Math.max(1, Math.abs(p) * h); ctx.fillRect(i * step, (h - v) / 2, Math.max(1, step - 0.5), v); });
   }
 
+  function nextDay(iso) {
+    const d = new Date(iso + "T12:00:00Z"); d.setUTCDate(d.getUTCDate() + 1); return d.toISOString().slice(0, 10);
+  }
+
   // The sessions of an area on a day, from the server: its templates for that weekday and the
   // extra sessions added for that date (storm season), in the order they play.
   const sessionLists = {};
@@ -134,18 +138,17 @@
     sessionLists[area] = sessionLists[area] || api("GET", "/api/v1/areas/" + encodeURI(area) + "/sessions");
     return sessionLists[area].then((d) => {
       const weekday = (new Date(day + "T12:00:00Z").getUTCDay() + 6) % 7;  // 0 = Monday, as the server counts
-      const list = d.sessions.filter((s) => s.weekdays.includes(weekday))
+      let list = d.sessions.filter((s) => s.weekdays.includes(weekday))
         .concat(d.extra.filter((x) => x.date === day)).sort((x, y) => x.start.localeCompare(y.start));
       const now = new Intl.DateTimeFormat("en-GB", { timeZone: document.body.dataset.tz, hour: "2-digit",
                                                      minute: "2-digit", hourCycle: "h23" }).format(new Date());
       select.innerHTML = "";
+      // Today, only the sessions that have not ended: one that has can no longer play it (the server refuses).
+      list = list.filter((s) => day !== document.body.dataset.today || s.end > now);
       list.forEach((s) => {
         const o = document.createElement("option");
         o.value = s.key; o.textContent = s.name + " (" + s.start + "–" + s.end + ")"; select.appendChild(o);
       });
-      // Today, offer the next session that has not ended yet.
-      const next = day === document.body.dataset.today ? list.findIndex((s) => s.end > now) : 0;
-      if (next > 0) select.selectedIndex = next;
       if (!list.length) {
         const o = document.createElement("option"); o.textContent = select.dataset.none; o.disabled = true;
         select.appendChild(o);
@@ -200,10 +203,13 @@
         if (button) {
           const day = $(".day", row); day.value = document.body.dataset.today;  // the station's local date
           button.disabled = true;
-          const sessions = () => fillSessions($(".session", row), b.area, day.value)
-            .then((n) => { button.disabled = b.status !== "ready" || !n; });
-          day.addEventListener("change", sessions);
-          sessions();
+          // First offer the next day that still has a session to come (tonight: tomorrow; Saturday night: Monday).
+          const sessions = (ahead) => fillSessions($(".session", row), b.area, day.value).then((n) => {
+            if (!n && ahead > 0) { day.value = nextDay(day.value); return sessions(ahead - 1); }
+            button.disabled = b.status !== "ready" || !n;
+          });
+          day.addEventListener("change", () => sessions(0));
+          sessions(7);
           button.addEventListener("click", () => {
             api("POST", "/api/v1/programme/items", { bulletin_id: b.id, area: b.area, session: $(".session", row).value,
                                                      mode: "once", date: day.value })

@@ -19,16 +19,19 @@ def test_upload_shows_progress_then_the_bulletin_is_ready_and_scheduled(live_app
     form.locator("input[name=title]").fill("Thông báo lịch tiêm chủng")
     form.locator("input[name=file]").set_input_files(str(src))
     form.locator("button[type=submit]").click()
-    page.wait_for_function("document.querySelector('#upload-progress').value == 100", timeout=60_000)
+    page.wait_for_function("() => document.querySelector('#upload-progress').value == 100", timeout=60_000)
     assert "Sẵn sàng" in page.locator("#upload-status").inner_text()
     row = page.locator("#bulletins tbody tr", has_text="Thông báo lịch tiêm chủng")
     row.wait_for()
     assert row.get_attribute("data-status") == "ready"
+    # The page offers the next day with a session still to come, whatever the hour of the run:
+    # tonight tomorrow, on a Saturday night Monday (a commune broadcasts Monday to Saturday).
+    page.wait_for_function("() => !document.querySelector('#bulletins tbody tr button.schedule').disabled")
     day = date.fromisoformat(row.locator(".day").input_value())
-    if day.weekday() == 6:  # a commune broadcasts Monday to Saturday: no session to choose on a Sunday
-        row.locator(".day").fill((day + timedelta(days=1)).isoformat())
+    today = date.fromisoformat(page.evaluate("document.body.dataset.today"))
+    assert today <= day <= today + timedelta(days=2) and day.weekday() != 6
     row.locator("button.schedule").click()
-    page.wait_for_function("[...document.querySelectorAll('#bulletins .status')]"
+    page.wait_for_function("() => [...document.querySelectorAll('#bulletins .status')]"
                            ".some(td => td.textContent.includes('chờ duyệt'))")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "bulletins.png"), full_page=True)
@@ -42,7 +45,8 @@ def test_upload_shows_progress_then_the_bulletin_is_ready_and_scheduled(live_app
     approver.goto(base + "/bulletins")
     mine = approver.locator(f'#bulletins tr[data-bulletin="{row.get_attribute("data-bulletin")}"] ul.pending li')
     mine.locator("button.approve").click()
-    approver.wait_for_function("document.querySelector('#bulletins ul.pending li').textContent.includes('Đã duyệt')")
+    approver.wait_for_function("() => document.querySelector('#bulletins ul.pending li')"
+                               ".textContent.includes('Đã duyệt')")
     items = requests.get(base + "/api/v1/programme/items", auth=("admin", "pw-admin"), timeout=10).json()["items"]
     assert [i["status"] for i in items] == ["approved"]
     approver.context.close()
@@ -74,7 +78,7 @@ def test_record_from_the_microphone(live_app, mic_browser):
         page.click("#rec")
         page.wait_for_timeout(3000)  # speak for three seconds
         page.click("#rec")
-        page.wait_for_function("document.querySelector('#upload-progress').value == 100", timeout=60_000)
+        page.wait_for_function("() => document.querySelector('#upload-progress').value == 100", timeout=60_000)
         row = page.locator("#bulletins tbody tr", has_text="Ghi âm thông báo họp")
         row.wait_for()
 
