@@ -7,8 +7,12 @@ _JSON_ERROR = {"application/json": {"schema": _ERROR}}
 def _op(summary: str, responses: dict, **extra) -> dict:
     base = {"summary": summary, "security": [{"basic": []}],
             "responses": {**responses,
-                          "401": {"description": "not authenticated", "content": _JSON_ERROR},
-                          "403": {"description": "role or area forbids it", "content": _JSON_ERROR}}}
+                          "401": {"description": "not authenticated (no Basic challenge is sent: send credentials"
+                                                 " preemptively)", "content": _JSON_ERROR},
+                          "403": {"description": "role or area forbids it, or a cross-site change"
+                                                 " (auth.cross_site)", "content": _JSON_ERROR},
+                          "413": {"description": "body over 64 KB (request.too_large; uploads: upload.too_large)",
+                                  "content": _JSON_ERROR}}}
     base.update(extra)
     return base
 
@@ -86,7 +90,8 @@ OPENAPI = {
         },
         "/api/v1/bulletins/{id}": {"get": _op(
             "one bulletin: status queued | processing (progress, percent) | ready | failed (error code and"
-            " reasons); loudness before and after, waveform peaks, the TTS engine that spoke", {
+            " reasons); loudness before and after, waveform peaks, the TTS engine that spoke; warning (code,"
+            " message, message_vi) when the file was kept but not whole, e.g. a truncated MP3", {
                 "200": {"description": "bulletin"}, "404": {"description": "unknown or out of scope"}},
             parameters=[{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}])},
         "/api/v1/bulletins/tts": {"post": _op("a text bulletin, spoken and normalised in the background", {
@@ -113,8 +118,13 @@ OPENAPI = {
                                    "start_ms": {"type": "integer"},
                                    "priority": {"enum": ["normal", "priority", "emergency"]}}}}}}),
         },
+        "/api/v1/users/{id}/unlock": {"post": _op(
+            "clear the login throttle of a weaker user in the caller's scope (managers)", {
+                "200": {"description": "the user"}, "404": {"description": "unknown or out of scope"}},
+            parameters=[{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}])},
         "/api/v1/receivers": {
-            "get": _op("receivers the caller may see (in service; ?retired=1 adds the retired)",
+            "get": _op("receivers the caller may see (in service; ?retired=1 adds the retired); online is null and"
+                       " state unknown (unknown_since_ms) while the controller has lost the broker",
                        {"200": {"description": "receivers"}}, parameters=[_q("retired", {"enum": ["1"]})]),
             "post": _op("register a receiver box in an area the caller manages (managers)", {
                 "201": {"description": "receiver"}, "400": {"description": "bad id, name or coordinates"},
