@@ -40,6 +40,11 @@ PAYLOADS = [
     f"=HYPERLINK(\"http://evil.example/{MARK}\")",
 ]
 PAYLOAD = "".join(PAYLOADS[:3])  # one text with them all (session names allow 100 characters)
+# Elements a payload would have become: handlers, the img, executable scripts naming the mark
+# (application/json blocks are data, escaped by |tojson).
+INJECTED = """mark => [...document.querySelectorAll('[onerror], img[src="x"]')].map(e => e.outerHTML)
+  .concat([...document.scripts].filter(s => s.type !== 'application/json' && s.textContent.includes(mark))
+  .map(s => s.outerHTML.slice(0, 300)))"""
 SKIP_RULES = {"/static/<path:filename>", "/media/<name>", "/lang/<code>", "/login"}  # files; redirect; no data
 
 
@@ -160,13 +165,10 @@ def test_no_payload_runs_on_any_page_and_no_page_fails(live_app, browser, tmp_pa
             assert resp is not None and resp.status < 500, (lang, url, resp and resp.status)
             page.wait_for_load_state("load")
             ran = page.evaluate(f"() => window.{MARK} || null")
-            parsed = page.evaluate("() => document.querySelectorAll('[onerror], img[src=\"x\"]').length"
-                                   f" + [...document.scripts].filter(s => s.type !== 'application/json' && s.textContent.includes('{MARK}')).length")
             assert ran is None, f"a payload ran on {url} ({lang})"
-            what = page.evaluate("() => [...document.querySelectorAll('[onerror], img[src=\"x\"]')].map(e => "
-                                 f"e.outerHTML).concat([...document.scripts].filter(s => s.type !== 'application/json' && s.textContent.includes('{MARK}'))"
-                                 ".map(s => s.outerHTML.slice(0, 300)))")
-            assert parsed == 0, f"a payload became markup on {url} ({lang}): {what}"
+            # Parsed into an element (and only stopped by the CSP) counts as a failure too.
+            parsed = page.evaluate(INJECTED, MARK)
+            assert parsed == [], f"a payload became markup on {url} ({lang}): {parsed}"
     assert dialogs == [] and blocked == [], (dialogs, blocked[:3])
     ctx.close()
 
