@@ -212,7 +212,13 @@ def provision(rx_id: str, area: str, name: str | None, mqtt_url: str, out: Path 
     from controller import keys as keys_mod
     from controller.db import session_scope
     from controller.models import Area, Receiver
-    from controller.services.provisioning import RX_ID, issue_credentials, write_bundle, write_receiver_config
+    from controller.services.provisioning import (
+        PASSWD_LINE,
+        RX_ID,
+        issue_credentials,
+        write_bundle,
+        write_receiver_config,
+    )
     from schedules.events import now_ms
 
     if out is None and bundle is None:
@@ -238,8 +244,8 @@ def provision(rx_id: str, area: str, name: str | None, mqtt_url: str, out: Path 
         if app.config.get("MQTT_PASSWORD_FILE"):
             click.echo(f"its broker login is in {app.config['MQTT_PASSWORD_FILE']}")
         else:
-            click.echo(f"add its broker login with: mosquitto_passwd -b <passwd file> {rx_id} "
-                       f"\"$(cut -d: -f2- {bundle / 'mqtt-credentials'})\"")
+            click.echo(f"add its broker login (hashed) with: cat {bundle / PASSWD_LINE} >> <passwd file>, "
+                       "then reload the broker")
         if out is None:
             return
     assert out is not None

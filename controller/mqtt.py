@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import ssl
 import threading
@@ -12,7 +13,13 @@ from urllib.parse import unquote, urlsplit
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from schedules import topics
+
 logger = logging.getLogger(__name__)
+
+TELEMETRY_PREFIX = f"{topics.PREFIX}/rx/"
+MAX_TELEMETRY_BYTES = 64 * 1024
+"""A receiver's status, heartbeat or event larger than this is refused in the paho thread, never queued."""
 
 
 class MqttError(Exception):
@@ -32,12 +39,26 @@ def parse_url(url: str) -> tuple[str, int, bool, str | None, str | None]:
 
 
 class ControllerLink:
-    """The controller's MQTT session: QoS 1 publishes and telemetry subscriptions."""
+    """The controller's MQTT session: QoS 1 publishes and telemetry subscriptions.
+
+    With a login the client id is the username, whatever ``client_id`` says: the district broker
+    sets ``use_username_as_clientid`` (deploy/mosquitto/loaxa.conf) and keys the persistent session
+    by the login, so asking for another id would only make the session's name differ from ours.
+    """
 
     def __init__(self, url: str, client_id: str, subscriptions: list[tuple[str, int]],
-                 on_message: Callable[[str, bytes], None], on_connect: Callable[[], None] | None = None):
+                 on_message: Callable[[str, bytes], None], on_connect: Callable[[], None] | None = None,
+                 *, max_telemetry_bytes: int = MAX_TELEMETRY_BYTES):
         host, port, tls, user, password = parse_url(url)
         self._host, self._port = host, port
+        if user and client_id != user:
+            logger.info("controller connects as client id %r (its broker login), not %r", user, client_id)
+            client_id = user
+        self.client_id = client_id
+        self.max_telemetry_bytes = max_telemetry_bytes
+        # Telemetry refused before it was queued, by receiver id (read by status views and tests).
+        self.refused: collections.Counter[str] = collections.Counter()
+        self.disconnects = 0
         self._subscriptions = subscriptions
         self._on_message_cb = on_message
         self._on_connect_cb = on_connect
@@ -98,12 +119,20 @@ class ControllerLink:
 
     def _on_disconnect(self, _client, _userdata, _flags, reason_code, _properties) -> None:
         self.connected.clear()
+        self.disconnects += 1
         if self.down_since_ms is None:
             self.down_since_ms = time.time_ns() // 1_000_000
         logger.warning("controller lost the broker %s:%s: %s", self._host, self._port, reason_code)
 
     def _on_message(self, _client, _userdata, msg) -> None:
         try:
+            if msg.topic.startswith(TELEMETRY_PREFIX) and len(msg.payload) > self.max_telemetry_bytes:
+                rx_id = msg.topic[len(TELEMETRY_PREFIX):].split("/", 1)[0]
+                self.refused[rx_id] += 1
+                logger.warning("rx=%s sent %d bytes on %s (the limit is %d); refused before queueing "
+                               "(%d refused from it so far)", rx_id, len(msg.payload), msg.topic,
+                               self.max_telemetry_bytes, self.refused[rx_id])
+                return
             self._on_message_cb(msg.topic, bytes(msg.payload))
         except Exception:  # noqa: BLE001 - the network thread must survive any message
             logger.exception("telemetry message on %s could not be handled", msg.topic)

@@ -4,7 +4,9 @@
 #   sudo deploy/install-receiver.sh BUNDLE [SOURCE]
 #
 # BUNDLE: directory (or .tar.gz of one) written by `loaxa-controller provision RX --bundle DIR`
-#         (receiver.toml, controller.pub, mqtt-credentials, optional ca.crt).
+#         (receiver.toml, controller.pub, mosquitto-passwd, optional ca.crt). The broker password is in
+#         receiver.toml only; it is installed once, as /etc/loaxa/receiver.toml (0640 root:loaxa), and the
+#         hashed mosquitto-passwd line is for the broker, not for this box.
 # SOURCE: what pip installs, default "loaxa[receiver]" (a wheel file or a source checkout also work).
 #
 # Installs apt packages (ffmpeg, alsa-utils, chrony, python3-venv), a venv in /opt/loaxa/venv, the user

@@ -50,17 +50,19 @@ from receiver import __version__, health, systemd, tone
 from receiver.cache import DownloadCancelled, DownloadError, MediaCache, write_atomic
 from receiver.config import ReceiverConfig
 from receiver.decoder import Decoder, DecoderError
+from receiver.files import private_dir
 from receiver.hardware import Hardware, HardwareError
 from receiver.mqtt import MqttSession
 from receiver.nonces import NonceStore
 from receiver.outbox import Outbox
 from receiver.relay import RETRY_MIN_S, RelayStream
 from receiver.sinks import Output, Sink, SinkError, make_sink
+from receiver.untrusted import verify
 from schedules import events, topics
 from schedules.commands import TS_TOLERANCE_MS, Command, CommandError
 from schedules.conf import ConfError, ReceiverConf
 from schedules.manifest import Item, Manifest, ManifestError, MediaRef, merge
-from schedules.signing import SignatureError, public_key_from_text, verify
+from schedules.signing import SignatureError, public_key_from_text
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +158,8 @@ class Agent:
         self.rx = config.rx_id
         self.state_dir = Path(config.state_dir)
         self.manifest_dir = self.state_dir / "manifests"
-        self.manifest_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.state_dir)
+        private_dir(self.manifest_dir)
         self._public_key = public_key_from_text(config.controller_public_key)
         if sink is None:
             sink = make_sink(config.sink, config.effective_sink_dir, config.sink_rate_ppm, config.alsa_device)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import requests
 
+from receiver.files import open_private, private_dir
 from schedules.manifest import MediaRef
 
 logger = logging.getLogger(__name__)
@@ -73,7 +74,8 @@ class MediaCache:
     ) -> None:
         self.dir = Path(directory)
         self.tmp_dir = self.dir / "tmp"
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.dir)
+        private_dir(self.tmp_dir)
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self._token = token
@@ -225,7 +227,7 @@ class MediaCache:
         mode: str,
         should_stop: Callable[[], bool] | None,
     ) -> None:
-        with part.open(mode) as fh:
+        with open_private(part, mode) as fh:
             for chunk in resp.iter_content(CHUNK_BYTES):
                 if should_stop is not None and should_stop():
                     raise DownloadCancelled(f"download of {part.name} cancelled")
@@ -286,9 +288,9 @@ def _range_start(resp: requests.Response) -> int | None:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a power cut leaves the old file or the new one, never half."""
+    """Write ``data`` to ``path`` (mode 0600) so that a power cut leaves the old file or the new one, never half."""
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as fh:
+    with open_private(tmp, "wb") as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())

@@ -195,7 +195,19 @@ def load_config(path: str | Path) -> ReceiverConfig:
         raise ConfigError(f"{where}: cannot read: {exc.strerror or exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: not valid TOML: {exc}") from exc
+    _warn_if_readable_by_others(path)
     return config_from_dict(raw, where=where, base_dir=path.resolve().parent)
+
+
+def _warn_if_readable_by_others(path: Path) -> None:
+    """The file holds the broker password and the media token: say so when any user may read it."""
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:
+        return
+    if mode & 0o007:
+        logger.warning("config %s is readable by every user (mode %o) and holds the broker password; "
+                       "chmod 600 (or 640 root:loaxa, as install-receiver.sh does)", path, mode)
 
 
 def config_from_dict(raw: dict[str, Any], *, where: str = "config", base_dir: Path | None = None) -> ReceiverConfig:

@@ -10,6 +10,12 @@ after a broker restart do not all knock at once; each failed attempt is logged
 once. TLS (``mqtts://``) verifies the broker against ``ca_file`` (or the system
 store). The callbacks handed to the agent run in that thread and must be quick;
 every exception they raise is caught and logged here.
+
+Each attempt has two deadlines: the TCP (and TLS) connection within
+``CONNECT_TIMEOUT_S`` and the broker's CONNACK within ``CONNACK_TIMEOUT_S`` after
+it; a port that accepts TCP but never speaks MQTT is logged as such and retried
+with the same backoff. With a login the client id is the username (the district
+broker sets ``use_username_as_clientid``, so its persistent session has that name).
 """
 
 from __future__ import annotations
@@ -40,6 +46,14 @@ RECONNECT_MIN_S = 1
 # The longest wait between reconnect attempts; LOAXA_RX_RECONNECT_MAX_S lowers it (tests, or a
 # site that would rather hammer its own broker than wait a minute after an outage).
 RECONNECT_MAX_S = max(RECONNECT_MIN_S, float(os.environ.get("LOAXA_RX_RECONNECT_MAX_S", "60")))
+# How long one attempt may wait for the TCP/TLS connection, then for the broker's CONNACK.
+CONNECT_TIMEOUT_S = float(os.environ.get("LOAXA_RX_CONNECT_TIMEOUT_S", "10"))
+CONNACK_TIMEOUT_S = float(os.environ.get("LOAXA_RX_CONNACK_TIMEOUT_S", "15"))
+
+
+def client_id_for(rx_id: str, username: str | None) -> str:
+    """The MQTT client id of a receiver: its login when it has one, else ``loaxa-rx-<rx>``."""
+    return username if username else f"loaxa-rx-{rx_id}"
 
 
 def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
@@ -66,6 +80,8 @@ class MqttSession:
         password: str | None = None,
         ca_file: str | None = None,
         keepalive: int = 30,
+        connect_timeout: float | None = None,
+        connack_timeout: float | None = None,
         on_connected: OnConnected | None = None,
         on_message: OnMessage | None = None,
         on_published: OnPublished | None = None,
@@ -74,6 +90,11 @@ class MqttSession:
         self.host = host
         self.port = port
         self.keepalive = keepalive
+        self.connack_timeout = CONNACK_TIMEOUT_S if connack_timeout is None else connack_timeout
+        self.last_failure: str | None = None
+        """Why the last attempt failed (for heartbeats and people), None once connected."""
+        self.socket_opens = 0
+        """TCP connections opened so far (each attempt that got past the TCP handshake)."""
         self.broker = f"{'mqtts' if tls else 'mqtt'}://{host}:{port}"
         self.on_connected = on_connected
         self.on_message = on_message
@@ -84,12 +105,15 @@ class MqttSession:
         self._stopping = False
         self._connected = threading.Event()
         self._attempts = 0
+        self._connack_timer: threading.Timer | None = None
+        self.client_id = client_id_for(rx_id, username)
         self._client = paho.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=f"loaxa-rx-{rx_id}",
+            client_id=self.client_id,
             clean_session=False,
             protocol=paho.MQTTv311,
         )
+        self._client.connect_timeout = CONNECT_TIMEOUT_S if connect_timeout is None else connect_timeout
         if username is not None:
             self._client.username_pw_set(username, password)
         if tls:
@@ -101,6 +125,7 @@ class MqttSession:
         self._client.on_disconnect = self._handle_disconnect
         self._client.on_message = self._handle_message
         self._client.on_publish = self._handle_publish
+        self._client.on_socket_open = self._handle_socket_open
 
     def _next_backoff(self) -> float:
         """Draw the delay before the next reconnect attempt and hand it to paho."""
@@ -143,10 +168,48 @@ class MqttSession:
                 info.wait_for_publish(timeout)
             except (RuntimeError, ValueError) as exc:
                 logger.debug("rx %s: offline status not confirmed: %s", self.rx_id, exc)
+        self._cancel_connack_timer()
         self._client.disconnect()
         self._client.loop_stop()
         self._connected.clear()
         logger.info("rx %s: disconnected from MQTT broker %s", self.rx_id, self.broker)
+
+    # The CONNACK deadline: armed when a TCP connection opens, cleared by the CONNACK or a disconnect.
+
+    def _handle_socket_open(self, client: paho.Client, userdata: object, sock: object) -> None:
+        try:
+            self.socket_opens += 1
+            self._cancel_connack_timer()
+            timer = threading.Timer(self.connack_timeout, self._connack_overdue, args=(sock,))
+            timer.daemon = True
+            self._connack_timer = timer
+            timer.start()
+        except Exception:  # pragma: no cover - a timer that cannot start must not break the connection
+            logger.exception("rx %s: cannot arm the CONNACK timeout", self.rx_id)
+
+    def _cancel_connack_timer(self) -> None:
+        timer, self._connack_timer = self._connack_timer, None
+        if timer is not None:
+            timer.cancel()
+
+    def _connack_overdue(self, sock: Any) -> None:
+        """The broker took the TCP connection but sent no CONNACK in time: drop it, paho retries."""
+        try:
+            if self._stopping or self._connected.is_set() or self._client.socket() is not sock:
+                return
+            delay = self._next_backoff()
+            self.last_failure = (
+                f"broker at {self.host}:{self.port} accepted TCP but sent no CONNACK within {self.connack_timeout:g} s"
+            )
+            logger.warning(
+                "rx %s: %s; retrying in %.1f s (attempt %d)", self.rx_id, self.last_failure, delay, self._attempts
+            )
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # paho reads EOF, reports the loss and reconnects after the delay
+            except OSError:
+                pass
+        except Exception:  # pragma: no cover - logging itself failed
+            pass
 
     def subscribe(self, topic: str, qos: int = 1) -> bool:
         """Subscribe now if connected; returns False when not (re-subscribe on connect)."""
@@ -191,13 +254,16 @@ class MqttSession:
         properties: object,
     ) -> None:
         try:
+            self._cancel_connack_timer()
             if getattr(reason_code, "is_failure", False):
+                self.last_failure = f"broker at {self.host}:{self.port} refused the connection: {reason_code}"
                 logger.warning(
                     "rx %s: MQTT broker %s refused the connection: %s; retrying", self.rx_id, self.broker, reason_code
                 )
                 return
             self._connected.set()
             self._attempts = 0
+            self.last_failure = None
             self._next_backoff()
             logger.info("rx %s: connected to MQTT broker %s", self.rx_id, self.broker)
             client.publish(self._status_topic, ONLINE, qos=1, retain=True)
@@ -209,6 +275,10 @@ class MqttSession:
     def _handle_connect_fail(self, client: paho.Client, userdata: object) -> None:
         try:
             delay = self._next_backoff()
+            self.last_failure = (
+                f"cannot reach broker at {self.host}:{self.port} (no TCP connection within "
+                f"{client.connect_timeout:g} s, or refused)"
+            )
             logger.warning(
                 "rx %s: cannot reach MQTT broker %s; retrying in %.1f s (attempt %d)",
                 self.rx_id,
@@ -228,6 +298,7 @@ class MqttSession:
         properties: object,
     ) -> None:
         try:
+            self._cancel_connack_timer()
             was_connected = self._connected.is_set()
             self._connected.clear()
             if self._stopping:
@@ -314,6 +385,24 @@ class PooledClient:
             self.client.connect(self.pool.host, self.pool.port, keepalive=self.pool.keepalive)
         except OSError as exc:
             self._retry(f"{type(exc).__name__}: {exc}")
+            return
+        self._arm_connack_check()
+
+    def _arm_connack_check(self) -> None:
+        """Drop this attempt's socket if the broker sends no CONNACK within ``CONNACK_TIMEOUT_S``."""
+        sock = self.client.socket()
+
+        def check() -> None:
+            if self.connected or self.pool.stopping or sock is None or self.client.socket() is not sock:
+                return
+            logger.warning("%s: broker at %s:%s accepted TCP but sent no CONNACK within %g s", self.client_id,
+                           self.pool.host, self.pool.port, CONNACK_TIMEOUT_S)
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # the next read sees EOF: disconnect, then _retry with backoff
+            except OSError:
+                pass
+
+        self.pool.call_later(CONNACK_TIMEOUT_S, check)
 
     def _retry(self, why: str) -> None:
         self.attempts += 1
@@ -332,6 +421,8 @@ class PooledClient:
             self.client.reconnect()
         except OSError as exc:
             self._retry(f"{type(exc).__name__}: {exc}")
+            return
+        self._arm_connack_check()
 
     def cut(self, seconds: float) -> None:
         """Simulate a network cut: drop the socket without DISCONNECT (the will fires), stay away ``seconds``."""

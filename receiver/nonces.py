@@ -11,6 +11,8 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from receiver.files import private_dir, private_file
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS nonce (
     nonce TEXT PRIMARY KEY,
@@ -25,7 +27,8 @@ class NonceStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
+        private_file(self.path)  # SQLite gives its -wal and -shm files the database file's mode
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = sqlite3.connect(
             str(self.path), isolation_level=None, check_same_thread=False, timeout=30

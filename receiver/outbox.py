@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from receiver.files import private_dir, private_file
+
 logger = logging.getLogger(__name__)
 
 EARLY_ACK_TTL_S = 30.0
@@ -53,7 +55,8 @@ class Outbox:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
+        private_file(self.path)  # SQLite gives its -wal and -shm files the database file's mode
         self._lock = threading.Lock()
         self._early_acks: dict[int, float] = {}
         self._db: sqlite3.Connection | None = sqlite3.connect(

@@ -28,12 +28,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from receiver.mqtt import ClientPool, PooledClient
+from receiver.mqtt import ClientPool, PooledClient, client_id_for
+from receiver.untrusted import verify
 from schedules import events, topics
 from schedules.commands import TS_TOLERANCE_MS, Command, CommandError
 from schedules.conf import ConfError, ReceiverConf
 from schedules.manifest import Item, Manifest, ManifestError, merge
-from schedules.signing import SignatureError, public_key_from_text, verify
+from schedules.signing import SignatureError, public_key_from_text
 
 logger = logging.getLogger(__name__)
 
@@ -308,12 +309,23 @@ class Swarm:
         self._on_event = on_event
         self.receivers: list[SimReceiver] = []
         width = max(4, len(str(count)))
+        # ``username`` may hold ``{rx}`` (one login per receiver, e.g. "{rx}"): the client id is then that
+        # login, as for a real receiver. A single login for many cannot work against a broker that sets
+        # use_username_as_clientid (deploy/mosquitto/loaxa.conf): each connection would push out the last.
+        shared = username is not None and "{rx}" not in username and count > 1
+        if shared:
+            logger.warning("swarm: one broker login %r for %d simulated receivers; a broker with "
+                           "use_username_as_clientid keeps only one of them connected (use a username with {rx})",
+                           username, count)
         for n in range(1, count + 1):
             rx = SimReceiver(f"{prefix}{n:0{width}d}", self, list(scopes or []))
+            login = username.replace("{rx}", rx.rx) if username is not None else None
+            # One login shared by many: distinct client ids (a broker with use_username_as_clientid keeps one).
+            client_id = f"loaxa-rx-{rx.rx}" if shared else client_id_for(rx.rx, login)
             rx.pc = self.pool.add(
-                f"loaxa-rx-{rx.rx}",
+                client_id,
                 will_topic=topics.rx_status(rx.rx),
-                username=username,
+                username=login,
                 password=password,
                 on_connected=rx.on_connected,
                 on_message=rx.on_message,

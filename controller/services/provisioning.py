@@ -5,8 +5,12 @@ Administration page downloads) is what ``deploy/install-receiver.sh`` takes::
 
     DIR/receiver.toml      config (mode 0600): ids, broker URL, MQTT login, token, key, CA path
     DIR/controller.pub     the controller's Ed25519 public key (base64), also inside the config
-    DIR/mqtt-credentials   "<rx>:<password>" for the broker's password file (mosquitto_passwd -b)
+    DIR/mosquitto-passwd   "<rx>:$7$..." the login as a line of Mosquitto's password file: hashed,
+                           so a broker without MQTT_PASSWORD_FILE gets it by appending the line
     DIR/ca.crt             the broker's CA when --ca-file was given (the config names it)
+
+The broker password is in the bundle once, in plain text, in ``receiver.toml`` (0600): the one
+place the agent reads it. No other file, listing or message carries it.
 """
 
 from __future__ import annotations
@@ -19,17 +23,21 @@ import shutil
 import tarfile
 import tempfile
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from flask import Flask
 from sqlalchemy.orm import Session
 
 from controller import auth
 from controller.models import Receiver
-from controller.services.brokerauth import PasswordFile, reload_broker
+from controller.services.brokerauth import PasswordFile, hash_password, reload_broker
 from schedules.events import now_ms
 
-# A receiver id is its MQTT username and part of its topics: no '/', '+', '#' or spaces.
-RX_ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
+# A receiver id is its MQTT username (and client id) and part of its topics: no '/', '+', '#' or spaces,
+# and never the controller's login, which the ACL lets publish commands.
+RX_ID = re.compile(r"^(?!loaxa-controller$)[a-z0-9][a-z0-9-]{1,62}$")
+PASSWD_LINE = "mosquitto-passwd"
+"""The bundle's file holding the receiver's login as one hashed line of Mosquitto's password file."""
 
 
 def _write_private(path: Path, text: str) -> Path:
@@ -58,7 +66,7 @@ def write_bundle(directory: Path, *, rx_id: str, mqtt_url: str, public_key: str,
     directory.chmod(0o700)
     password = mqtt_password
     extra = {"mqtt_username": rx_id, "mqtt_password": password}
-    written = ["receiver.toml", "controller.pub", "mqtt-credentials"]
+    written = ["receiver.toml", "controller.pub", PASSWD_LINE]
     if ca_file is not None:
         shutil.copyfile(ca_file, directory / "ca.crt")
         extra["mqtt_ca_file"] = "ca.crt"
@@ -66,7 +74,7 @@ def write_bundle(directory: Path, *, rx_id: str, mqtt_url: str, public_key: str,
     write_receiver_config(directory / "receiver.toml", rx_id=rx_id, mqtt_url=mqtt_url, public_key=public_key,
                           media_base_url=media_base_url, token=token, state_dir=state_dir, sink=sink, extra=extra)
     (directory / "controller.pub").write_text(public_key + "\n", encoding="utf-8")
-    _write_private(directory / "mqtt-credentials", f"{rx_id}:{password}\n")
+    _write_private(directory / PASSWD_LINE, f"{rx_id}:{hash_password(password)}\n")
     return written
 
 
@@ -76,6 +84,9 @@ def issue_credentials(app: Flask, db: Session, rx: Receiver) -> tuple[str, str]:
     The token's hash is committed first; the broker's password file (when the controller keeps
     one) is written and reloaded after, so a failed commit never locks out a working box.
     """
+    controller_login = urlsplit(app.config.get("MQTT_URL") or "").username
+    if controller_login and unquote(controller_login) == rx.id:
+        raise ValueError(f"receiver id {rx.id!r} is the controller's broker login")
     token, password = auth.new_token(), secrets.token_urlsafe(24)
     rx.token_hash = auth.token_hash(token)
     db.commit()

@@ -103,7 +103,7 @@ def test_bundle_issues_new_credentials_that_replace_the_old(prog, client, tmp_pa
     prog.config["MQTT_PASSWORD_FILE"] = str(tmp_path / "passwd")
     prog.config["RECEIVER_MQTT_URL"] = "mqtt://ctl:secret@broker.example:1883"
     files = _bundle(client.post("/api/v1/receivers/phu-1/bundle", headers=MANAGER, json={"sink": "file"}))
-    assert sorted(files) == ["loaxa-phu-1/controller.pub", "loaxa-phu-1/mqtt-credentials",
+    assert sorted(files) == ["loaxa-phu-1/controller.pub", "loaxa-phu-1/mosquitto-passwd",
                              "loaxa-phu-1/receiver.toml"]
     conf = tomllib.loads(files["loaxa-phu-1/receiver.toml"].decode())
     # The controller's own broker login never goes into a box's bundle.

@@ -176,7 +176,10 @@ def test_relay_and_silence_separator(prog, client):
     tl = client.get(f"/api/v1/areas/qd/timeline?date={day}", headers=MANAGER).json
     assert [(i["kind"], i["duration_ms"]) for i in tl["items"]] == [("relay", 900_000), ("separator", 60_000)]
     svc = prog.extensions["loaxa.services"]
-    svc.dispatcher.publish_everything()
+    # Plan from the start of that day: the manifest window (48 h) then holds its morning whatever the
+    # hour and weekday the test runs at (from a Saturday in Vietnam the next weekday is Monday, 2+ days on).
+    day_start = datetime.combine(date.fromisoformat(day), datetime.min.time(), tzinfo=TZ)
+    svc.dispatcher.publish_everything(now=int(day_start.timestamp() * 1000))
     from controller.models import Publication
     from schedules import signing
     from schedules.manifest import Manifest

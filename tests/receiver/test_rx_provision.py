@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from controller.cli import main
+from controller.services import brokerauth
 from receiver.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,9 +36,13 @@ def test_bundle_has_config_credentials_ca_and_key(tmp_path: Path, monkeypatch: p
     assert config.rx_id == "phu-42" and config.broker.tls and config.broker.username == "phu-42"
     assert config.mqtt_ca_file == str(bundle / "ca.crt") and (bundle / "ca.crt").read_text() == ca.read_text()
     assert (bundle / "controller.pub").read_text().strip() == config.controller_public_key
-    user, password = (bundle / "mqtt-credentials").read_text().strip().split(":", 1)
-    assert user == "phu-42" and password == config.broker.password and len(password) >= 24
-    for name in ("receiver.toml", "mqtt-credentials"):
+    # The broker's line is hashed: the password is in the bundle once, in receiver.toml.
+    user, hashed = (bundle / "mosquitto-passwd").read_text().strip().split(":", 1)
+    assert user == "phu-42" and len(config.broker.password) >= 24
+    assert hashed.startswith("$7$") and brokerauth.check_password(hashed, config.broker.password)
+    assert [f.name for f in bundle.iterdir() if config.broker.password in f.read_text()] == ["receiver.toml"]
+    assert "phu-42" in result.output and config.broker.password not in result.output
+    for name in ("receiver.toml", "mosquitto-passwd"):
         assert (bundle / name).stat().st_mode & 0o777 == 0o600
     missing = _run(tmp_path, monkeypatch, "provision", "phu-43", "--area", "quang-dien/quang-phu",
                    "--mqtt-url", "mqtt://127.0.0.1:1883")
