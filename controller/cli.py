@@ -43,7 +43,7 @@ def main(verbose: bool) -> None:
 @main.command()
 @click.option("--host", default=None, help="Listen address (LOAXA_HTTP_HOST, default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Listen port (LOAXA_HTTP_PORT, default 8080).")
-@click.option("--demo", is_flag=True, help="Seed the demo district and run its six receivers in process.")
+@click.option("--demo", is_flag=True, help="Seed the demo district and run its six receivers (a `loaxa-receiver sim`).")
 def run(host: str | None, port: int | None, demo: bool) -> None:
     """Serve the web UI and API, with the broker link, telemetry and scheduler."""
     from waitress import create_server
@@ -66,21 +66,21 @@ def run(host: str | None, port: int | None, demo: bool) -> None:
     finally:
         server.close()
         if simulator is not None:
-            simulator.stop()
+            from controller import demo
+
+            demo.stop_receivers(simulator)
         svc.stop()
 
 
 def _start_demo(app, svc):
     from controller import demo
-    from receiver.config import load_config
-    from receiver.sim import Simulator
 
     seeded = demo.seed(app)
     svc.dispatcher.publish_everything()
     var = Path(app.config["VAR_DIR"])
     paths = demo.receiver_configs(app, svc.mqtt_url, seeded["tokens"], var / "demo-receivers")
-    simulator = Simulator([load_config(p) for p in paths])
-    simulator.start()
+    level = "debug" if logging.getLogger().isEnabledFor(logging.DEBUG) else "info"
+    simulator = demo.start_receivers(var / "demo-receivers", log_level=level)
     if seeded["admin_password"]:
         (var / "demo-admin.txt").write_text(f"admin {seeded['admin_password']}\n")
         (var / "demo-admin.txt").chmod(0o600)

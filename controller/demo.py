@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
+import subprocess
+import sys
 import tempfile
 from datetime import datetime
 from pathlib import Path
@@ -121,3 +124,29 @@ def receiver_configs(app: Flask, broker_url: str, tokens: dict[str, str], state_
             state_root / f"{rx_id}.toml", rx_id=rx_id, mqtt_url=broker_url, public_key=public,
             media_base_url=app.config["PUBLIC_URL"], token=token, state_dir=state_root / rx_id, sink="file"))
     return paths
+
+
+def start_receivers(config_dir: Path, *, log_level: str = "info") -> subprocess.Popen[bytes]:
+    """Run the demo's receivers as ``loaxa-receiver sim --config-dir DIR``, a process of its own.
+
+    The controller imports nothing from ``receiver/`` (a server installs without the receiver's GPIO
+    and audio packages); ``make run`` still starts everything with one command. The simulator stops
+    when this process is gone, even after ``kill -9`` (``--parent-pid``).
+    """
+    command = [sys.executable, "-m", "receiver", "--log-level", log_level, "sim", "--config-dir", str(config_dir),
+               "--parent-pid", str(os.getpid())]
+    logger.info("starting the demo receivers: %s", " ".join(command[1:]))
+    return subprocess.Popen(command)
+
+
+def stop_receivers(process: subprocess.Popen[bytes], timeout: float = 20.0) -> int:
+    """SIGTERM the simulator, wait ``timeout`` seconds for its agents to say offline, then kill it."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            logger.warning("demo receivers did not stop within %g s; killing them", timeout)
+            process.kill()
+            process.wait()
+    return process.returncode

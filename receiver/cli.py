@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 import click
@@ -71,6 +75,8 @@ def run(config_path: Path) -> None:
 @click.option("--public-key", envvar="LOAXA_PUBLIC_KEY", help="Controller public key for --count (base64).")
 @click.option("--scope", "scopes", multiple=True, help="Scope every simulated receiver follows before its conf.")
 @click.option("--prefix", default="sim-", show_default=True, help="Receiver ids are <prefix><number>.")
+@click.option("--parent-pid", type=int, default=None,
+              help="Stop (as on SIGTERM) once this process is gone: the controller's demo starts the sim so.")
 def sim(
     config_dir: Path | None,
     count: int | None,
@@ -78,10 +84,13 @@ def sim(
     public_key: str | None,
     scopes: tuple[str, ...],
     prefix: str,
+    parent_pid: int | None,
 ) -> None:
     """Run many receivers in this process: full agents from --config-dir, or --count light ones."""
     if (config_dir is None) == (count is None):
         raise click.UsageError("give either --config-dir or --count")
+    if parent_pid is not None:
+        _stop_with_parent(parent_pid)
     if count is not None:
         _sim_count(count, mqtt_url, public_key, list(scopes), prefix)
         return
@@ -108,6 +117,25 @@ def sim(
         sys.exit(1)
     logger.info("simulating %d receiver(s) from %s", len(configs), config_dir)
     simulator.run_forever()
+
+
+def _stop_with_parent(parent_pid: int) -> None:
+    """Send ourselves SIGTERM once ``parent_pid`` is no longer our parent (it exited or was killed).
+
+    A controller killed with -9 runs no clean-up: without this its demo receivers would play on.
+    """
+    if os.getppid() != parent_pid:
+        logger.warning("parent %d is already gone; stopping", parent_pid)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        logger.warning("parent %d is gone; stopping", parent_pid)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _sim_count(count: int, mqtt_url: str | None, public_key: str | None, scopes: list[str], prefix: str) -> None:
