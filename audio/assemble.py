@@ -14,6 +14,7 @@ import wave
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from audio import ffmpeg
 from audio.errors import AudioError
@@ -35,7 +36,7 @@ class Gap:
 Piece = Path | Gap
 
 
-def _pydub():
+def _pydub() -> Any:
     """pydub's AudioSegment; pydub imports the deprecated ``audioop`` (Python 3.11-3.12), which is fine here."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -43,7 +44,7 @@ def _pydub():
     return AudioSegment
 
 
-def _segment(path: Path, fade_ms: int):
+def _segment(path: Path, fade_ms: int) -> Any:
     AudioSegment = _pydub()  # noqa: N806
     pcm = ffmpeg.decode_pcm(path, sample_rate=RATE, max_duration_s=MAX_PIECE_S)
     seg = AudioSegment(data=pcm, sample_width=2, frame_rate=RATE, channels=1)

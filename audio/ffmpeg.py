@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import ffmpeg as ffmpeg_python
 
@@ -170,11 +171,11 @@ def _with_estimate(info: ProbeResult, stderr: str) -> ProbeResult:
     return replace(info, duration_estimated=True)
 
 
-def _seconds(value) -> float | None:
-    return float(value) if value not in (None, "N/A", "") else None
+def _seconds(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float, str)) and value not in ("N/A", "") else None
 
 
-def _from_ffprobe_json(data: dict) -> ProbeResult:
+def _from_ffprobe_json(data: dict[str, Any]) -> ProbeResult:
     fmt = data.get("format", {})
     audio = next((s for s in data.get("streams", []) if s.get("codec_type") == "audio"), None)
     duration = fmt.get("duration") or (audio or {}).get("duration")
@@ -258,7 +259,7 @@ class Encoding:
         """File extension of this format."""
         return "opus" if self.format == "opus" else "mp3"
 
-    def output_args(self) -> dict:
+    def output_args(self) -> dict[str, Any]:
         """ffmpeg output options for this format."""
         if self.format == "opus":
             return {"acodec": "libopus", "audio_bitrate": self.bitrate, "ar": 48000, "ac": 1, "f": "ogg",
@@ -362,7 +363,7 @@ def run_with_progress(args: list[str], *, duration_s: float | None, on_progress:
 _GLOBAL = ("-hide_banner", "-nostdin", "-nostats", "-progress", "pipe:1", "-loglevel", "info")
 
 
-def _input(src: Path, input_format: str | None, **kwargs):
+def _input(src: Path, input_format: str | None, **kwargs: Any) -> Any:
     """An ffmpeg-python input node for an untrusted file: file and pipe protocols and the accepted
     demuxers only, and the demuxer the probe found when it is known."""
     if input_format is not None and input_format not in DEMUXERS:
@@ -371,7 +372,7 @@ def _input(src: Path, input_format: str | None, **kwargs):
     return ffmpeg_python.input(str(src), **_SAFE_INPUT, **({"f": input_format} if input_format else {}), **kwargs)
 
 
-def _mono(stream, highpass_hz: float, lowpass_hz: float = 0):
+def _mono(stream: Any, highpass_hz: float, lowpass_hz: float = 0) -> Any:
     """Downmix first (every later filter then runs on one channel), in float, then the speech band.
 
     ``aresample=async=1`` then fills gaps in the timestamps with silence: an

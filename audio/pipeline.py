@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -268,7 +269,7 @@ def _vi_seconds(value: float) -> str:
 
 
 def _correct(s: Settings, src: Path, tmp: Path, gain: float, limit: float, duration: float,
-             encode) -> tuple[float, float, float, ffmpeg.Loudness]:
+             encode: Callable[[float, float, float, float], float]) -> tuple[float, float, float, ffmpeg.Loudness]:
     """Measure a short output (true peak) and encode again while it misses the target or the ceiling.
 
     A limiter working hard on peaky speech (espeak-ng's voice has 19 dB

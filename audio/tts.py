@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from audio import assemble, textnorm
 from audio.errors import AudioError
@@ -147,10 +148,10 @@ def _engine(name: str, s: TtsSettings, voice: str | None) -> tuple[Callable[[str
 def _gtts(text: str, stem: Path, s: TtsSettings) -> Path:
     from gtts import gTTS, gTTSError
 
-    class _Endpoint(gTTS):
+    class _Endpoint(gTTS):  # type: ignore[misc]  # gTTS ships no type information
         """gTTS sent to ``s.gtts_url`` when configured (a proxy, or a stand-in in tests)."""
 
-        def _prepare_requests(self):
+        def _prepare_requests(self) -> Any:
             requests = super()._prepare_requests()
             if s.gtts_url:
                 for r in requests:

@@ -32,7 +32,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from schedules.manifest import ManifestError, MediaRef, parse_item
+from schedules.manifest import Item, ManifestError, MediaRef, parse_item
 
 ACTIONS = ("emergency", "stop", "volume", "resync", "test_tone")
 TONE_DURATION_S = (1, 30, 5)
@@ -80,7 +80,10 @@ class Command:
     @property
     def media(self) -> MediaRef:
         """The media of an ``emergency`` command (validated by :meth:`from_body`)."""
-        return _emergency_item(self).media
+        media = _emergency_item(self).media
+        if media is None:  # parse_item gives an item with a "media" field its MediaRef
+            raise CommandError("cmd.malformed", "emergency has no media")
+        return media
 
     @property
     def volume(self) -> int | None:
@@ -144,7 +147,7 @@ class Command:
             raise CommandError("cmd.expired", f"expired {(now_ms - self.expires) / 1000:.1f} s ago")
 
 
-def _emergency_item(command: Command) -> Any:
+def _emergency_item(command: Command) -> Item:
     args = command.args
     try:
         duration = args.get("duration_ms", args["media"]["duration_ms"])

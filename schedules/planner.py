@@ -225,6 +225,7 @@ def _pack(slot: SessionSlot, queue: list[Entry], day: date, out: list[Item], res
                 out.append(_item(e, occ, t, e.duration_ms))
             t += e.duration_ms
     for e in late:
+        assert e.since_ms is not None  # ``late`` holds only items that entered during the slot
         start = max(t, _ceil_second(e.since_ms + LATE_LEAD_MS))
         whole = e.repeat * e.duration_ms + (e.repeat - 1) * e.gap_ms
         occs = [occurrence_id(e.id, slot.area_id, day, r) for r in range(e.repeat)]

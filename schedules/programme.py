@@ -8,6 +8,7 @@ and the planner (which turns it into manifests). Times people type are local
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, time
 from functools import lru_cache
@@ -113,7 +114,7 @@ def parse_hhmm(text: str) -> time:
         parts = [int(p) for p in str(text).strip().split(":")]
         if len(parts) not in (2, 3):
             raise ValueError
-        return time(*parts)
+        return time(parts[0], parts[1], parts[2] if len(parts) == 3 else 0)
     except (ValueError, TypeError) as exc:
         raise ProgrammeError("session.bad_time", f"{text!r} is not a time of day HH:MM",
                              f"Giờ {text!r} không hợp lệ (dạng GG:PP, trong ngày).") from exc
@@ -123,7 +124,7 @@ def _seconds(t: time) -> int:
     return t.hour * 3600 + t.minute * 60 + t.second
 
 
-def validate_sessions(sessions: list[SessionTemplate] | list[ExtraSession]) -> None:
+def validate_sessions(sessions: Sequence[SessionTemplate | ExtraSession]) -> None:
     """Refuse a session that ends before it starts or overlaps another of the same list."""
     keys = set()
     for s in sessions:

@@ -110,7 +110,7 @@ def verify(
         sig = base64.b64decode(str(envelope.get("sig", "")), validate=True)
     except ValueError as exc:
         raise SignatureError("sig.malformed", "signature is not base64") from exc
-    body = envelope["body"]
+    body: dict[str, Any] = envelope["body"]
     try:
         public_key.verify(sig, canonical_json(body))
     except InvalidSignature as exc:
