@@ -46,6 +46,39 @@ TYPES = frozenset(
 )
 
 
+# The fields an event of each kind must carry, with their JSON types: ``make_event`` refuses an
+# event without them (a programming error in the receiver), ``decode`` refuses one from the wire
+# (the controller logs it and stores nothing). Other fields are optional and free.
+REQUIRED: dict[str, dict[str, type]] = {
+    PLAYBACK_STARTED: {"item_id": str},
+    PLAYBACK_FINISHED: {"item_id": str, "end_reason": str},
+    PLAYBACK_FAILED: {"item_id": str, "code": str},
+    FAULT_RAISED: {"fault": str},
+    FAULT_CLEARED: {"fault": str},
+    MANIFEST_ACCEPTED: {"scope": str, "version": int},
+    MANIFEST_REFUSED: {"scope": str, "code": str},
+    CONF_ACCEPTED: {"version": int},
+    COMMAND_ACK: {"action": str},
+    COMMAND_REFUSED: {"code": str},
+    AMPLIFIER_CHANGED: {"on": bool},
+    RELAY_FALLBACK: {"item_id": str},
+    TEST_TONE_STARTED: {"nonce": str},
+    TEST_TONE_FINISHED: {"nonce": str, "end_reason": str},
+}
+assert set(REQUIRED) == TYPES
+
+
+def missing_fields(event: dict[str, Any]) -> list[str]:
+    """The required fields of ``event``'s kind that it lacks or carries with another JSON type."""
+    wrong = []
+    for name, kind in REQUIRED.get(str(event.get("type")), {}).items():
+        value = event.get(name)
+        # JSON has one number type; bool is an int to Python but not a number on the wire.
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            wrong.append(name)
+    return wrong
+
+
 def now_ms() -> int:
     """UTC epoch milliseconds."""
     return time.time_ns() // 1_000_000
@@ -59,6 +92,10 @@ def make_event(rx: str, type_: str, **fields: Any) -> dict[str, Any]:
     bad = vocab.violations(event)
     if bad:  # a programming error: the controller would store it as unknown and raise protocol_violation
         raise ValueError(f"{type_} with words outside the shared vocabulary: {bad!r}")
+    lacking = missing_fields(event)
+    if lacking:
+        wanted = ", ".join(f"{f} ({REQUIRED[type_][f].__name__})" for f in lacking)
+        raise ValueError(f"{type_} needs {wanted}")
     return event
 
 
@@ -70,6 +107,7 @@ def encode(event: dict[str, Any]) -> bytes:
 def decode(payload: bytes, *, any_type: bool = False) -> dict[str, Any]:
     """Parse and check an event; raises ValueError when it is not one.
 
+    A known kind must carry its :data:`REQUIRED` fields.
     With ``any_type`` an event of a type outside :data:`TYPES` is returned as it is (the
     controller stores it as ``unknown``); otherwise it is refused.
     """
@@ -87,6 +125,9 @@ def decode(payload: bytes, *, any_type: bool = False) -> dict[str, Any]:
         raise ValueError("event type must be a string")
     if event["type"] not in TYPES and not any_type:
         raise ValueError(f"unknown event type {event['type']!r}")
+    lacking = missing_fields(event)
+    if lacking:
+        raise ValueError(f"{event['type']} event lacks {', '.join(lacking)} (or has another type)")
     try:
         uuid.UUID(str(event["id"]))
     except ValueError as exc:

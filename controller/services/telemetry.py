@@ -122,7 +122,9 @@ class Telemetry:
         try:
             ev = events.decode(payload, any_type=True)
         except (ValueError, RecursionError) as exc:
-            logger.warning("rx=%s sent a malformed event: %s", rx.id, exc)
+            # Nothing of it is stored (it may not even be an event), but the receiver broke the protocol.
+            logger.warning("rx=%s sent a malformed event (%d bytes): %s", rx.id, len(payload), exc)
+            self._open_violation(db, rx, f"malformed event: {str(exc)[:300]}")
             return
         if ev["rx"] != rx.id:
             logger.warning("rx=%s sent an event claiming rx=%s; dropped", rx.id, ev["rx"])
@@ -198,6 +200,11 @@ class Telemetry:
         """Open (or keep open) a ``protocol_violation`` fault for ``rx``: it sent words nobody agreed on."""
         detail = "; ".join(f"{field}={str(value)[:200]!r}" for field, value in bad)
         logger.warning("rx=%s event %s breaks the protocol (%s); stored as unknown", rx.id, ev["id"], detail)
+        Telemetry._open_violation(db, rx, detail)
+
+    @staticmethod
+    def _open_violation(db, rx: Receiver, detail: str) -> None:
+        """Open a ``protocol_violation`` fault for ``rx`` unless one is open (its first detail stays)."""
         open_fault = db.scalars(select(Fault).where(Fault.rx_id == rx.id, Fault.code == vocab.PROTOCOL_VIOLATION,
                                                     Fault.cleared_ms.is_(None))).first()
         if open_fault is None:

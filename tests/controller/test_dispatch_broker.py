@@ -141,13 +141,15 @@ def test_events_are_ingested_once_and_faults_tracked(live, mqtt_url):
         def settled():
             with session_scope(live) as s:
                 return s.scalar(select(func.count()).select_from(Event)) == 3 and \
-                    s.scalars(select(Fault)).one().cleared_ms is not None
+                    s.scalars(select(Fault).where(Fault.code == "download_failed")).one().cleared_ms is not None
 
         wait_until(settled, what="events ingested")
         with session_scope(live) as s:
             rx = s.get(Receiver, "phu-1")
             assert rx.online is True
             assert json.loads(s.get(Event, started["id"]).body)["item_id"] == "pi-1"
+            # The payload that was not JSON is stored nowhere, and is a protocol violation of that receiver.
+            assert sorted(f.code for f in s.scalars(select(Fault))) == ["download_failed", "protocol_violation"]
         pub.publish(topics.rx_status("phu-1"), b"offline", qos=1, retain=True).wait_for_publish(5)
         wait_until(lambda: not _online(live, "phu-1"), what="offline status")
     finally:
@@ -215,7 +217,8 @@ def test_housekeeping_job_folds_events_into_the_as_run_table(live):
     from controller.runtime import housekeeping
 
     ev = events.make_event("phu-1", events.PLAYBACK_FINISHED, item_id="pi-1.20261123.0.qd/phu", scope="area/qd/phu",
-                           planned_start_ms=now_ms() - 60_000, played_ms=5000, planned_duration_ms=5000)
+                           planned_start_ms=now_ms() - 60_000, played_ms=5000, planned_duration_ms=5000,
+                           end_reason="complete")
     Telemetry(live).handle(topics.rx_events("phu-1"), events.encode(ev))
     with session_scope(live) as s:
         assert s.query(AsRunRecord).count() == 0

@@ -104,6 +104,18 @@ def test_a_hostile_fault_code_is_stored_as_unknown_and_raises_protocol_violation
     assert "&lt;img src=x onerror=alert(1)&gt;" in page  # the detail shown, escaped
 
 
+def test_a_malformed_event_is_not_stored_and_raises_protocol_violation(prog):
+    tele = Telemetry(prog)
+    tele.handle(topics.rx_events("phu-1"), _raw_event("phu-1", events.FAULT_RAISED, reason="no fault field"))
+    tele.handle(topics.rx_events("phu-1"), b"[[[[" * 10_000)
+    with session_scope(prog) as db:
+        faults = [(f.code, f.detail) for f in db.scalars(select(Fault).where(Fault.rx_id == "phu-1"))]
+        stored = db.scalars(select(Event).where(Event.rx_id == "phu-1")).all()
+    assert stored == []
+    assert faults == [(vocab.PROTOCOL_VIOLATION,
+                       "malformed event: fault.raised event lacks fault (or has another type)")]
+
+
 def test_operator_written_session_names_are_shown_as_written(prog, client):
     with session_scope(prog) as db:
         day = __import__("datetime").datetime.now(__import__("zoneinfo").ZoneInfo("Asia/Ho_Chi_Minh")).date()
