@@ -86,12 +86,14 @@ def test_demo_runs_receivers_in_their_own_process(tmp_path: Path, stop: str) -> 
     base = f"http://127.0.0.1:{port}"
     proc = _start(tmp_path, port)
     sims: list[int] = []
+    children: list[int] = []
     try:
         admin = tmp_path / "var" / "demo-admin.txt"
         user, password = _wait(lambda: admin.exists() and admin.read_text().split(), 90, "the demo admin login")
         assert _wait(lambda: requests.get(f"{base}/login", timeout=5).status_code == 200, 30, "the login page")
         _wait(lambda: _online(base, (user, password)) == RECEIVERS, 90, "six receivers online")
-        sims = [c for c in _children(proc.pid)
+        children = _children(proc.pid)  # the demo receivers, and the embedded broker
+        sims = [c for c in children
                 if "receiver" in Path(f"/proc/{c}/cmdline").read_bytes().replace(b"\0", b" ").decode()]
         assert len(sims) == 1, "the demo receivers run as one child process"
         # The controller itself holds no receiver code: it never imported the receiver package.
@@ -103,6 +105,7 @@ def test_demo_runs_receivers_in_their_own_process(tmp_path: Path, stop: str) -> 
         if stop == "term":
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(60) == 0 or proc.returncode in (0, -signal.SIGTERM)
+            _wait(lambda: not any(_alive(pid) for pid in children), 30, "the broker and the receivers to stop")
         else:
             proc.kill()  # no clean-up in the controller: the simulator notices its parent is gone
             proc.wait(30)
@@ -111,7 +114,8 @@ def test_demo_runs_receivers_in_their_own_process(tmp_path: Path, stop: str) -> 
         if proc.poll() is None:
             proc.kill()
             proc.wait(30)
-        for pid in sims:
+        # After kill -9 the embedded broker is an orphan (systemd would kill the unit's cgroup): not left behind.
+        for pid in children:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
 
