@@ -97,9 +97,9 @@ def seed(app, districts: int, communes: int, per_commune: int, days: int) -> dic
         is_off = rnd.random() < 0.1
         if is_off:
             offline.add(rx)
-        hb = {"v": 1, "rx": rx, "uptime_s": 86400.0, "playing": None, "cache_files": 12,
+        hb = {"v": 1, "rx": rx, "ts": now, "uptime_s": 86400.0, "playing": None, "cache_files": 12,
               "disk_free_bytes": 3_000_000_000, "clock_offset_ms": round(rnd.gauss(0, 20), 1),
-              "temperature_c": round(rnd.uniform(30, 60), 1), "signal_dbm": rnd.randint(-110, -60),
+              "temperature_c": round(rnd.uniform(30, 60), 1), "network": {"rssi_dbm": rnd.randint(-110, -60)},
               "volume": rnd.choice((60, 70, 80, 90)), "version": rnd.choice(("1.2.0", "1.2.1", "1.3.0"))}
         rows.append((rx, area, f"Cụm {rx}", 16.4 + (i % 100) * 0.004, 107.3 + (i // 100) * 0.004,
                      uuid.uuid4().hex + uuid.uuid4().hex[:32], 0 if is_off else 1,

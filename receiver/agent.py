@@ -61,6 +61,7 @@ from receiver.untrusted import verify
 from schedules import events, topics
 from schedules.commands import TS_TOLERANCE_MS, Command, CommandError
 from schedules.conf import ConfError, ReceiverConf
+from schedules.heartbeat import Heartbeat, Network
 from schedules.manifest import Item, Manifest, ManifestError, MediaRef, merge
 from schedules.signing import SignatureError, public_key_from_text
 
@@ -323,32 +324,40 @@ class Agent:
         if offset is None and self.config.ntp_server:
             offset = health.sntp_offset_ms(self.config.ntp_server)
         temperature = health.cpu_temperature_c()
-        body = {
-            "v": topics.PROTOCOL_VERSION,
-            "rx": self.rx,
-            "ts": _now_ms(),
-            "uptime_s": round(time.monotonic() - self._born, 1),
-            "version": __version__,
-            "manifests": versions,
-            "playing": self.playing,
-            "volume": self.volume,
-            "cache_files": self.cache.count(),
-            "cache_bytes": self.cache.size(),
-            "disk": health.disk(self.state_dir),
-            "disk_free_bytes": disk_free,
-            "clock_offset_ms": None if offset is None else round(offset, 1),
-            "temperature_c": temperature,
-            "network": health.network(),
-        }
+        disk = health.disk(self.state_dir)
+        faults_now = self._heartbeat_faults(offset, temperature, disk_free)
+        net = health.network()
+        beat = Heartbeat(
+            rx=self.rx,
+            ts=_now_ms(),
+            uptime_s=round(time.monotonic() - self._born, 1),
+            version=__version__,
+            manifests=versions,
+            playing=self.playing,
+            volume=self.volume,
+            cache_files=self.cache.count(),
+            cache_bytes=self.cache.size(),
+            disk_total_bytes=disk["total_bytes"] if disk else None,
+            disk_free_bytes=disk_free,
+            clock_offset_ms=None if offset is None else round(offset, 1),
+            temperature_c=temperature,
+            network=Network(type=net.get("type"), signal_pct=net.get("signal_pct"), rssi_dbm=net.get("rssi_dbm"),
+                            tech=net.get("tech"), interface=net.get("interface")),
+            faults=faults_now,
+        )
+        self.session.publish(topics.rx_hb(self.rx), beat.encode(), qos=0)
+        return beat.body()
+
+    def _heartbeat_faults(self, offset: float | None, temperature: float | None,
+                          disk_free: int | None) -> tuple[str, ...]:
+        """Raise or clear the faults a heartbeat shows; the active faults after."""
         self._set_fault("clock_unsynchronised", offset is not None and abs(offset) > health.CLOCK_FAULT_MS,
                         offset_ms=offset)
         self._set_fault("overheating", temperature is not None and temperature > health.OVERHEAT_C,
                         temperature_c=temperature)
         reserve = self.config.disk_reserve_mb * 1024 * 1024
         self._set_fault("disk_nearly_full", disk_free is not None and disk_free < 2 * reserve, free_bytes=disk_free)
-        body["faults"] = sorted(self._active_faults)
-        self.session.publish(topics.rx_hb(self.rx), events.encode(body), qos=0)
-        return body
+        return tuple(sorted(self._active_faults))
 
     def _on_fault_input(self, fault: str, active: bool) -> None:
         """A hardware fault input changed (called from gpiozero's thread)."""

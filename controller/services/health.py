@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from controller.i18n import N_
 from controller.models import AreaActivity, Fault, FaultAck, HeartbeatBucket, Receiver
+from schedules.heartbeat import Heartbeat, HeartbeatError
 
 BUCKET_MS = 15 * 60_000
 STALE_MS = 90_000  # three missed heartbeats (the same rule as the web overview)
@@ -29,27 +30,13 @@ STATUSES = ("ok", "fault", "offline", "unknown")
 STATUS_VI = {"ok": "Hoạt động tốt", "fault": "Có sự cố", "offline": "Mất kết nối", "unknown": "Không rõ"}
 STATUS_COLOUR = {"ok": "#2b9348", "fault": "#f4a261", "offline": "#9aa0a6", "unknown": "#d0d4da"}
 
-# Heartbeat field names seen from agents and vendors' boxes, first match wins.
-OFFSET_KEYS = ("clock_offset_ms", "offset_ms", "clock_offset")
-TEMP_KEYS = ("temperature_c", "temp_c", "temperature")
-SIGNAL_KEYS = ("signal_dbm", "rssi_dbm", "signal", ("network", "rssi_dbm"))  # a key or a path into the beat
+# Where the SQL sorts find a field in the stored heartbeat (schedules.heartbeat names each once).
+OFFSET_PATH = ("clock_offset_ms",)
+SIGNAL_PCT_PATH = ("network", "signal_pct")
+RSSI_PATH = ("network", "rssi_dbm")
+VOLUME_PATH = ("volume",)
+VERSION_PATH = ("version",)
 NETWORK_TYPES = {"cellular": "4G", "wifi": "Wi-Fi", "ethernet": "LAN"}
-VOLUME_KEYS = ("volume", "volume_pct")
-VERSION_KEYS = ("version", "sw_version", "software_version", "agent_version")
-
-
-def _number(hb: dict[str, Any], keys: tuple) -> float | None:
-    for key in keys:
-        value = hb.get(key) if isinstance(key, str) else _at(hb, key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            return float(value)
-    return None
-
-
-def _at(doc: Any, path: tuple[str, ...]) -> Any:
-    for key in path:
-        doc = doc.get(key) if isinstance(doc, dict) else None
-    return doc
 
 
 def signal_pct_from_dbm(dbm: float | None) -> float | None:
@@ -59,27 +46,36 @@ def signal_pct_from_dbm(dbm: float | None) -> float | None:
     return max(0.0, min(100.0, (dbm + 113) * 100 / 62))
 
 
+def read_heartbeat(hb: Any) -> Heartbeat | None:
+    """The heartbeat record of a parsed beat, or None when it is not one (fields of the wrong type read as absent)."""
+    if not isinstance(hb, dict):
+        return None
+    try:
+        return Heartbeat.decode(hb)
+    except HeartbeatError:
+        return None
+
+
 def hb_fields(hb: dict[str, Any] | None) -> dict[str, Any]:
     """The fields the dashboard shows, from one heartbeat (missing ones are None)."""
-    hb = hb or {}
-    version = next((str(hb[k])[:40] for k in VERSION_KEYS if hb.get(k) is not None), None)
-    disk = hb.get("disk_free_bytes")
-    signal_dbm = _number(hb, SIGNAL_KEYS)
-    net = hb.get("network") if isinstance(hb.get("network"), dict) else {}
-    pct = _number(net, ("signal_pct",))
+    beat = read_heartbeat(hb)
+    net = beat.network if beat is not None else None
+    signal_dbm = net.rssi_dbm if net is not None else None
+    pct = net.signal_pct if net is not None else None
+    kind = net.type if net is not None else None
     return {
-        "offset_ms": _number(hb, OFFSET_KEYS),
-        "temperature_c": _number(hb, TEMP_KEYS),
+        "offset_ms": beat.clock_offset_ms if beat else None,
+        "temperature_c": beat.temperature_c if beat else None,
         "signal_dbm": signal_dbm,
         "signal_pct": pct if pct is not None else signal_pct_from_dbm(signal_dbm),
-        "network": NETWORK_TYPES.get(net.get("type"), net.get("type")) if isinstance(net.get("type"), str) else None,
-        "network_tech": str(net["tech"])[:20] if isinstance(net.get("tech"), str) else None,
-        "volume": _number(hb, VOLUME_KEYS),
-        "version": version,
-        "uptime_s": _number(hb, ("uptime_s",)),
-        "playing": hb.get("playing") if isinstance(hb.get("playing"), str) else None,
-        "cache_files": hb.get("cache_files") if isinstance(hb.get("cache_files"), int) else None,
-        "disk_free_bytes": disk if isinstance(disk, int) and not isinstance(disk, bool) else None,
+        "network": NETWORK_TYPES.get(kind, kind) if kind else None,
+        "network_tech": net.tech if net is not None else None,
+        "volume": float(beat.volume) if beat and beat.volume is not None else None,
+        "version": beat.version if beat else None,
+        "uptime_s": beat.uptime_s if beat else None,
+        "playing": beat.playing if beat else None,
+        "cache_files": beat.cache_files if beat else None,
+        "disk_free_bytes": beat.disk_free_bytes if beat else None,
     }
 
 
@@ -247,12 +243,12 @@ def clusters(db: Session, visible: set[str], now: int, *, status: str | None = N
     return ClusterPage(rows, total, page, pages, per_page)
 
 
-def _hb_value(db: Session, keys: tuple, as_text: bool = False):
-    """SQL: the first of ``keys`` (names, or paths as tuples) present in the latest heartbeat (JSON kept as text)."""
+def _hb_value(db: Session, path: tuple[str, ...], as_text: bool = False):
+    """SQL: the value at ``path`` in the latest heartbeat (JSON kept as text)."""
     pg = db.get_bind().dialect.name == "postgresql"
     doc = cast(Receiver.last_hb, JSONB) if pg else type_coerce(Receiver.last_hb, JSON)
-    values = [doc[k].as_string() if as_text else doc[k].as_float() for k in keys]
-    return func.coalesce(*values) if len(values) > 1 else values[0]
+    key = path[0] if len(path) == 1 else path
+    return doc[key].as_string() if as_text else doc[key].as_float()
 
 
 def _sort_column(db: Session, sort: str, online, faulty):
@@ -265,12 +261,12 @@ def _sort_column(db: Session, sort: str, online, faulty):
     if sort == "status":
         return case((~online, 2), (faulty, 1), else_=0)
     if sort == "offset":
-        return func.abs(_hb_value(db, OFFSET_KEYS))
+        return func.abs(_hb_value(db, OFFSET_PATH))
     if sort == "signal":  # by quality in %: what ModemManager gives, else from the RSSI as in hb_fields
-        return func.coalesce(_hb_value(db, (("network", "signal_pct"),)), (_hb_value(db, SIGNAL_KEYS) + 113) * 100 / 62)
+        return func.coalesce(_hb_value(db, SIGNAL_PCT_PATH), (_hb_value(db, RSSI_PATH) + 113) * 100 / 62)
     if sort == "volume":
-        return _hb_value(db, VOLUME_KEYS)
-    return _hb_value(db, VERSION_KEYS, as_text=True)
+        return _hb_value(db, VOLUME_PATH)
+    return _hb_value(db, VERSION_PATH, as_text=True)
 
 
 def _row(r, lost: int | None = None) -> dict[str, Any]:

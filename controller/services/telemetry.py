@@ -20,6 +20,7 @@ from controller.models import Event, Fault, Presence, Publication, Receiver
 from controller.services import areas
 from schedules import events, topics, vocab
 from schedules.events import now_ms
+from schedules.heartbeat import Heartbeat, HeartbeatError
 from schedules.planner import entry_of
 
 logger = logging.getLogger(__name__)
@@ -166,8 +167,10 @@ class Telemetry:
         published a manifest for count, and only once the receiver has been online for
         ``MANIFEST_GRACE_S`` (retained manifests arrive within seconds of connecting).
         """
-        held = hb.get("manifests")
-        held = set(held) if isinstance(held, dict) else set()
+        try:
+            held = set(Heartbeat.decode(hb).manifests)
+        except HeartbeatError:  # not a heartbeat of this protocol: it holds nothing we can count on
+            held = set()
         followed = areas.receiver_scopes(db, rx.id, rx.area_id)
         published = set(db.scalars(select(Publication.scope).where(Publication.kind == "manifest",
                                                                     Publication.scope.in_(followed)).distinct()))

@@ -107,7 +107,7 @@ def test_openapi_lists_the_status_paths(client):
 
 
 def test_network_and_signal_from_the_receivers_heartbeat(watched, client):  # noqa: F811
-    """The agent reports ``network: {type, signal_pct, rssi_dbm, tech}``; older beats a top-level ``signal_dbm``."""
+    """The agent reports ``network: {type, signal_pct, rssi_dbm, tech}`` (schedules.heartbeat)."""
     tele = Telemetry(watched)
     tele.handle(topics.rx_hb("an-1"), events.encode({"v": 1, "rx": "an-1", "ts": now_ms(), "network": {
         "type": "cellular", "signal_pct": 90, "rssi_dbm": None, "tech": "lte"}}))

@@ -47,7 +47,7 @@ def watched(prog):
         tele.handle(topics.rx_hb("phu-1"), events.encode({
             "v": 1, "rx": "phu-1", "ts": now_ms(), "uptime_s": 100 + n, "playing": None, "cache_files": 4,
             "disk_free_bytes": 5_000_000_000, "clock_offset_ms": 10 * (n + 1), "temperature_c": 40.0 + n,
-            "signal_dbm": -70 - n, "volume": 80, "version": "1.2.0"}))
+            "network": {"rssi_dbm": -70 - n}, "volume": 80, "version": "1.2.0"}))
     tele.handle(topics.rx_hb("an-1"), events.encode({"v": 1, "rx": "an-1", "ts": now_ms(), "uptime_s": 5}))
     occ = "pi-7.20261122.0.qd/phu"
     now = now_ms()

@@ -16,6 +16,7 @@ import pytest
 from receiver import health
 from receiver.agent import Agent
 from receiver.config import ReceiverConfig
+from schedules.heartbeat import Heartbeat
 
 # `mmcli -L --output-keyvalue` and `mmcli -m <path> --output-keyvalue` of a SIMCom SIM7600G-H (QMI) on a Pi 4,
 # connected to Viettel over LTE; `--signal-get` after `--signal-setup=60`. The layout is mmcli's own
@@ -281,6 +282,10 @@ def test_network_info_on_this_machine(make_config: Callable[..., ReceiverConfig]
     assert info["type"] in ("cellular", "wifi", "ethernet", None)
     agent = Agent(make_config())
     try:
-        assert agent.heartbeat()["network"]["type"] == info["type"]
+        body = agent.heartbeat()
+        assert body["network"]["type"] == info["type"]
+        # What the agent sends is what the controller reads: the shared record, nothing ignored.
+        beat = Heartbeat.decode(json.dumps(body).encode())
+        assert beat.rx == agent.rx and beat.ignored == () and beat.body() == body
     finally:
         agent.stop()
