@@ -54,7 +54,7 @@ def _pct(values: list[float], p: float) -> float:
 
 def run_one(count: int, port: int, rounds: int, bare: bool) -> dict[str, float]:
     """In a child process: build, connect, fan out ``rounds`` commands, report."""
-    from receiver.mqtt import ClientPool
+    from receiver.mqtt.pool import ClientPool
     from receiver.swarm import Swarm
     from schedules import signing, topics
     from schedules.commands import make_command

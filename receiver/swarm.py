@@ -28,7 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from receiver.mqtt import ClientPool, PooledClient, client_id_for
+from receiver.mqtt import client_id_for
+from receiver.mqtt.pool import ClientPool, PooledClient
 from receiver.untrusted import verify
 from schedules import events, topics
 from schedules.commands import TS_TOLERANCE_MS, Command, CommandError

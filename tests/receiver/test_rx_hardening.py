@@ -23,6 +23,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 import receiver.mqtt as rx_mqtt
+import receiver.mqtt.base as rx_base
 from controller.broker import wait_for_port
 from controller.mqtt import ControllerLink
 from controller.services import brokerauth
@@ -30,6 +31,7 @@ from receiver.agent import Agent
 from receiver.cache import write_atomic
 from receiver.config import ReceiverConfig
 from receiver.files import open_private, private_dir
+from receiver.mqtt.pool import ClientPool
 from schedules import signing, topics
 
 from rx_support import free_port, mosquitto_binary, outbox_events, signed_conf, signed_manifest, unique, wait_until
@@ -288,7 +290,7 @@ def test_a_port_that_never_sends_connack_is_retried_and_named(
     silent_port: tuple[int, list[socket.socket]], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     port, accepted = silent_port
-    monkeypatch.setattr(rx_mqtt, "RECONNECT_MAX_S", 1.0)  # backoff draws 1 s each time
+    monkeypatch.setattr(rx_base, "RECONNECT_MAX_S", 1.0)  # backoff draws 1 s each time
     session = rx_mqtt.MqttSession(unique("rx-"), "127.0.0.1", port, connect_timeout=2, connack_timeout=0.3)
     with caplog.at_level(logging.WARNING, logger="receiver.mqtt"):
         session.start()
@@ -306,9 +308,9 @@ def test_pooled_clients_give_up_on_a_silent_port_too(
     silent_port: tuple[int, list[socket.socket]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     port, accepted = silent_port
-    monkeypatch.setattr(rx_mqtt, "RECONNECT_MAX_S", 1.0)
-    monkeypatch.setattr(rx_mqtt, "CONNACK_TIMEOUT_S", 0.3)
-    pool = rx_mqtt.ClientPool("127.0.0.1", port)
+    monkeypatch.setattr(rx_base, "RECONNECT_MAX_S", 1.0)
+    monkeypatch.setattr(rx_base, "CONNACK_TIMEOUT_S", 0.3)
+    pool = ClientPool("127.0.0.1", port)
     pc = pool.add("loaxa-rx-pool-1", will_topic=None, username=None, password=None, on_connected=lambda pc: None,
                   on_message=lambda pc, t, p: None, on_published=lambda pc, m: None)
     pool.start()
