@@ -212,7 +212,7 @@ def is_online(rx: Receiver, now: int) -> bool | None:
 @bp.get("/programme")
 def programme_page():
     """Day or week timeline of one area: sessions, items, over-runs, conflicts, drafts to approve."""
-    from controller.api.programme import timeline  # the same computation the API serves
+    from controller.services.timeline import timeline  # the same computation the API serves
 
     principal = login_required()
     db = get_db()

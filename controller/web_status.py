@@ -14,7 +14,6 @@ from zoneinfo import ZoneInfo
 
 from flask import (
     Blueprint,
-    Response,
     abort,
     current_app,
     jsonify,
@@ -24,14 +23,14 @@ from flask import (
     url_for,
 )
 from flask_babel import gettext as _
-from sqlalchemy import func, select, true
+from sqlalchemy import func, select
 
-from controller.db import get_db, session_scope
+from controller.db import get_db
 from controller.i18n import N_
 from controller.labels import airtime
 from controller.models import Area, Event, Fault, FaultAck, Receiver, User
 from controller.runtime import services
-from controller.services import areas, health, reports
+from controller.services import areas, faults, health, reports
 from controller.web import is_online, local_time, login_required
 from schedules import topics
 from schedules.events import now_ms
@@ -170,17 +169,17 @@ def cluster_page(rx_id: str):
         except ValueError:
             hb = None
     fields = health.hb_fields(hb if isinstance(hb, dict) else None)
-    faults = db.execute(select(Fault, FaultAck, User.username).outerjoin(FaultAck, FaultAck.fault_id == Fault.id)
-                        .outerjoin(User, User.id == FaultAck.acked_by).where(Fault.rx_id == rx.id)
-                        .order_by(Fault.raised_ms.desc()).limit(50)).all()
+    fault_rows = db.execute(select(Fault, FaultAck, User.username).outerjoin(FaultAck, FaultAck.fault_id == Fault.id)
+                            .outerjoin(User, User.id == FaultAck.acked_by).where(Fault.rx_id == rx.id)
+                            .order_by(Fault.raised_ms.desc()).limit(50)).all()
     evs = db.scalars(select(Event).where(Event.rx_id == rx.id).order_by(Event.ts_ms.desc()).limit(50)).all()
-    open_faults = any(f.cleared_ms is None for f, *_rest in faults)
+    open_faults = any(f.cleared_ms is None for f, *_rest in fault_rows)
     status = health.status_of(bool(is_online(rx, now)), open_faults, health.broker_lost_since())
     reports.refresh(db)
     asrun, _total = reports.problem_rows(db, {rx.area_id}, now - 7 * 86_400_000, now, per_page=20,
                                     outcomes=reports.OUTCOMES, rx_id=rx.id)
     return render_template("cluster.html", principal=principal, rx=rx, status=status, fields=fields, hb=hb,
-                           charts=charts, span_key=span_key, faults=faults, events=evs, event_vi=EVENT_VI,
+                           charts=charts, span_key=span_key, faults=fault_rows, events=evs, event_vi=EVENT_VI,
                            fault_state=health.fault_state, fault_state_vi=FAULT_STATE_VI, fault_vi=health.FAULT_VI,
                            area_path=areas.ancestors(db, rx.area_id), health=health, asrun=asrun,
                            outcome_vi=reports.OUTCOME_VI,
@@ -234,22 +233,6 @@ def cluster_command(rx_id: str):
 # ----------------------------------------------------------------- faults
 
 
-def fault_query(principal, visible: set[str], state: str | None):
-    """SELECT (Fault, FaultAck, acked-by username, Receiver) in scope, by state."""
-    q = (select(Fault, FaultAck, User.username, Receiver).join(Receiver, Receiver.id == Fault.rx_id)
-         .outerjoin(FaultAck, FaultAck.fault_id == Fault.id).outerjoin(User, User.id == FaultAck.acked_by)
-         .where(Receiver.area_id.in_(visible)))
-    if state == "open":
-        q = q.where(Fault.cleared_ms.is_(None), FaultAck.fault_id.is_(None))
-    elif state == "acked":
-        q = q.where(Fault.cleared_ms.is_(None), FaultAck.fault_id.is_not(None))
-    elif state == "resolved":
-        q = q.where(Fault.cleared_ms.is_not(None))
-    else:
-        q = q.where(true())
-    return q
-
-
 @bp.get("/faults")
 def faults_page():
     """Faults: open / acknowledged / resolved, who acknowledged, time to repair, working share over time."""
@@ -260,7 +243,7 @@ def faults_page():
     state = request.args.get("state") if request.args.get("state") in ("open", "acked", "resolved", "all") else None
     state = state or "open"
     per_page = 50
-    q = fault_query(principal, visible, state)
+    q = faults.fault_query(visible, state)
     total = db.scalar(select(func.count()).select_from(q.subquery())) or 0
     pages = max(1, -(-total // per_page))
     page = min(_int_arg("page", 1), pages)
@@ -387,23 +370,7 @@ def reports_csv():
     principal = login_required()
     db, visible, chosen, _areas, tz, first, last, _error, since, until, _period = _report_query(principal)
     name = f"as-run_{(chosen or 'all').replace('/', '-')}_{first:%Y%m%d}-{last:%Y%m%d}.csv"
-    return csv_response(visible, since, until, tz, name)
-
-
-def csv_response(visible: set[str], since: int, until: int, tz: ZoneInfo, name: str) -> Response:
-    """The as-run CSV, streamed from a session of its own, closed when the stream ends or is dropped.
-
-    The lines are read after the request's teardown has closed its session; reading them on that
-    session took a connection that went back to the pool only when the garbage collector found it.
-    """
-    app = current_app._get_current_object()
-
-    def lines():
-        with session_scope(app) as db:
-            yield from reports.csv_lines(db, visible, since, until, tz)
-
-    return Response(lines(), mimetype="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    return reports.csv_download(visible, since, until, tz, name)
 
 
 @bp.get("/reports/print")

@@ -10,13 +10,13 @@ from flask import Response, current_app, jsonify
 from controller import auth
 from controller import keys as keys_mod
 from controller.api import bp, check_area, json_body, receiver_in_scope, require
-from controller.api.receivers import receiver_json
 from controller.db import get_db
 from controller.errors import ApiError
 from controller.models import Receiver
 from controller.runtime import services
 from controller.services import provisioning
 from controller.services.programme import audit
+from controller.services.receivers import receiver_json
 from schedules import topics
 from schedules.events import now_ms
 

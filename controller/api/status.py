@@ -12,8 +12,7 @@ from controller.api import bp, check_area, receiver_in_scope, require
 from controller.db import get_db
 from controller.errors import ApiError
 from controller.models import Fault, FaultAck, Receiver, User
-from controller.services import areas, health, reports
-from controller.web_status import csv_response, fault_query
+from controller.services import areas, faults, health, reports
 from schedules.events import now_ms
 
 
@@ -114,7 +113,7 @@ def api_faults(principal):
     visible = _visible(principal)
     per_page = _int("per_page", 50, 1, 500)
     page = _int("page", 1, 1, 1_000_000)
-    q = fault_query(principal, visible, state)
+    q = faults.fault_query(visible, state)
     total = db.scalar(select(func.count()).select_from(q.subquery())) or 0
     rows = db.execute(q.order_by(Fault.raised_ms.desc()).limit(per_page).offset((page - 1) * per_page)).all()
     now = now_ms()
@@ -167,7 +166,7 @@ def api_asrun(principal):
     fmt = request.args.get("format") or "json"
     if fmt == "csv":
         name = f"as-run_{first:%Y%m%d}-{last:%Y%m%d}.csv"
-        return csv_response(visible, since, until, tz, name)
+        return reports.csv_download(visible, since, until, tz, name)
     if fmt != "json":
         raise ApiError(400, "request.bad_field", "format must be json or csv", "Định dạng phải là json hoặc csv.")
     period = request.args.get("period") or "day"

@@ -28,12 +28,14 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from flask import Response, current_app
 from sqlalchemy import JSON, BigInteger, String, case, cast, func, literal, null, select, type_coerce, union_all
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from controller.db import session_scope
 from controller.i18n import N_
 from controller.models import AsRunRecord, Bulletin, Event, MissedPlay, ProgrammeItem, Receiver
 from controller.services import asrun
@@ -344,3 +346,18 @@ def day_range(first: date, last: date, tz: ZoneInfo) -> tuple[int, int]:
     end = datetime.combine(last + timedelta(days=1), datetime.min.time(), tz)
     return int(start.timestamp() * 1000), int(end.timestamp() * 1000)
 
+
+def csv_download(visible: set[str], since: int, until: int, tz: ZoneInfo, name: str) -> Response:
+    """The as-run CSV, streamed from a session of its own, closed when the stream ends or is dropped.
+
+    The lines are read after the request's teardown has closed its session; reading them on that
+    session took a connection that went back to the pool only when the garbage collector found it.
+    """
+    app = current_app._get_current_object()
+
+    def lines():
+        with session_scope(app) as db:
+            yield from csv_lines(db, visible, since, until, tz)
+
+    return Response(lines(), mimetype="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
