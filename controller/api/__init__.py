@@ -33,7 +33,7 @@ from audio.errors import AudioError
 from controller import auth
 from controller.db import get_db
 from controller.errors import FORBIDDEN, UNAUTHORIZED, ApiError, error_response
-from controller.models import Area, Receiver
+from controller.models import Area, Bulletin, Receiver
 from controller.openapi import OPENAPI
 from controller.runtime import services
 from controller.services import areas
@@ -225,6 +225,15 @@ def receiver_in_scope(principal: auth.Principal, rx_id: str) -> Receiver:
     if rx is None or not principal.may_touch(get_db(), rx.area_id):
         raise ApiError(404, "receiver.not_found", f"no receiver {rx_id!r}", "Không tìm thấy cụm loa.")
     return rx
+
+
+def bulletin_in_scope(principal: auth.Principal, bulletin_id: int) -> Bulletin:
+    """The bulletin, or 404 ``bulletin.not_found`` when it is unknown or outside the caller's areas."""
+    db = get_db()
+    b = db.get(Bulletin, bulletin_id)
+    if b is None or not principal.may_touch(db, b.area_id):
+        raise ApiError(404, "bulletin.not_found", f"no bulletin {bulletin_id}", "Không tìm thấy bản tin.")
+    return b
 
 
 @bp.get("/openapi.json")

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from audio import pipeline, tts
 from audio.errors import AudioError
-from controller.api import bp, check_area, require
+from controller.api import bp, bulletin_in_scope, check_area, require
 from controller.db import get_db
 from controller.errors import ApiError
 from controller.models import Bulletin, ProgrammeItem
@@ -217,14 +217,6 @@ def bulletin_warnings(principal) -> list[Bulletin]:
               .subquery())
     return list(db.scalars(select(Bulletin).where(Bulletin.id.in_(select(newest.c.id)),
                                                   Bulletin.warning_code.is_not(None)).order_by(Bulletin.id.desc())))
-
-
-def bulletin_in_scope(principal, bulletin_id: int) -> Bulletin:
-    db = get_db()
-    b = db.get(Bulletin, bulletin_id)
-    if b is None or not principal.may_touch(db, b.area_id):
-        raise ApiError(404, "bulletin.not_found", f"no bulletin {bulletin_id}", "Không tìm thấy bản tin.")
-    return b
 
 
 @bp.get("/bulletins/<int:bulletin_id>")

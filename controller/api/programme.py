@@ -12,8 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from controller import auth
-from controller.api import bp, check_area, require
-from controller.api.bulletins import bulletin_in_scope
+from controller.api import bp, bulletin_in_scope, check_area, require
 from controller.db import get_db
 from controller.errors import FORBIDDEN, ApiError
 from controller.models import (
