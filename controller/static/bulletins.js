@@ -51,7 +51,8 @@
       const b = d.bulletin;
       if (b.status === "ready") { bar.value = 100; say(status, T.ready + ": " + b.title, "ready"); load(); return; }
       if (b.status === "failed") { bar.hidden = true; say(status, T.failed + ": " + ((b.error && b.error.message_vi) || ""), "failed"); load(); return; }
-      bar.value = 50 + Math.round((b.progress || 0) / 2);
+      // Full only when the bulletin is ready: processing at 99 % rounded up to a full bar before.
+      bar.value = Math.min(99, 50 + Math.floor((b.progress || 0) / 2));
       say(status, (b.status === "queued" ? T.queued : T.processing) + " " + (b.progress || 0) + "%");
       setTimeout(() => follow(id, bar, status), 700);
     }).catch((e) => say(status, e.message, "failed"));
