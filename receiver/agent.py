@@ -1244,11 +1244,13 @@ class Agent:
         started = False
         end_reason = "complete"
         error = ""
+        # Measured before the wait, as for an item: the slot runs from ``target`` to its end, so a wake-up
+        # a millisecond late does not shorten it.
+        max_bytes = _frames(item.end_ms - max(target, _now_ms()))
         try:
             output = self._go_live(item, self.volume if volume is None else volume, target)
             if output is None:
                 return
-            max_bytes = _frames(item.end_ms - max(target, _now_ms()))
             down_since = _now_ms_f()
             while fed < max_bytes:
                 must_end = self._must_end(item)
