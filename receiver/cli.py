@@ -142,9 +142,9 @@ def _sim_count(count: int, mqtt_url: str | None, public_key: str | None, scopes:
     import resource
     import threading
 
-    from receiver.agent import run_until_signal
     from receiver.config import parse_mqtt_url
     from receiver.swarm import Swarm
+    from receiver.systemd import run_until_signal
     from schedules.signing import public_key_from_text
 
     problems = []

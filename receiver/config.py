@@ -281,12 +281,12 @@ def config_from_dict(raw: dict[str, Any], *, where: str = "config", base_dir: Pa
         else:
             pins[key] = value
     timings: dict[str, float] = {}
-    for key, default in (("amp_warmup_s", 5.0), ("amp_hold_s", 60.0)):
-        value = raw.get(key, default)
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 3600:
+    for key, default_s in (("amp_warmup_s", 5.0), ("amp_hold_s", 60.0)):
+        seconds = raw.get(key, default_s)
+        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not 0 <= seconds <= 3600:
             problems.append(f"{key}: must be 0-3600 seconds")
         else:
-            timings[key] = float(value)
+            timings[key] = float(seconds)
     sink_rate_ppm = raw.get("sink_rate_ppm", 0)
     if not isinstance(sink_rate_ppm, (int, float)) or isinstance(sink_rate_ppm, bool) or abs(sink_rate_ppm) > 10_000:
         problems.append("sink_rate_ppm: must be a number from -10000 to 10000")

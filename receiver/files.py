@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import BinaryIO, cast
 
 logger = logging.getLogger(__name__)
 
@@ -38,13 +39,13 @@ def private_file(path: str | Path) -> Path:
     return path
 
 
-def open_private(path: str | Path, mode: str = "wb"):  # noqa: ANN201 - a binary file object
+def open_private(path: str | Path, mode: str = "wb") -> BinaryIO:
     """``open(path, mode)`` for writing, creating the file 0600 ("wb" truncates, "ab" appends)."""
     flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if "a" in mode else os.O_TRUNC)
     fd = os.open(path, flags, FILE_MODE)
     try:
         os.fchmod(fd, FILE_MODE)
-        return os.fdopen(fd, mode)
+        return cast(BinaryIO, os.fdopen(fd, mode))  # "wb" or "ab": a binary file
     except BaseException:
         os.close(fd)
         raise

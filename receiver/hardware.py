@@ -35,7 +35,8 @@ def _factory(mock: bool) -> object | None:
 
         if not isinstance(Device.pin_factory, MockFactory):
             Device.pin_factory = MockFactory()
-    return Device.pin_factory
+    factory: object | None = Device.pin_factory
+    return factory
 
 
 class Hardware:

@@ -75,7 +75,7 @@ def sntp_offset_ms(server: str, port: int = 123, timeout: float = 2.0) -> float 
 
 def _ntp_time(raw: bytes) -> float:
     seconds, fraction = struct.unpack("!II", raw)
-    return seconds - _NTP_EPOCH + fraction / 2**32
+    return float(seconds - _NTP_EPOCH + fraction / 2**32)
 
 
 def cpu_temperature_c(root: Path = Path("/sys/class/thermal")) -> float | None:

@@ -14,7 +14,7 @@ server that sends faster than real time (Icecast's burst on connect, HLS
 fetching whole segments) never makes memory grow.
 
 What to play, when to fall back and what to report is the agent's business
-(:meth:`receiver.agent.Agent.play_relay`); this module only keeps audio coming.
+(:func:`receiver.playout.relay.play_relay`); this module only keeps audio coming.
 """
 
 from __future__ import annotations

@@ -14,9 +14,10 @@ import logging
 import threading
 from collections.abc import Callable
 
-from receiver.agent import Agent, run_until_signal
+from receiver.agent import Agent
 from receiver.config import ReceiverConfig
 from receiver.sinks import Sink
+from receiver.systemd import run_until_signal
 
 logger = logging.getLogger(__name__)
 

@@ -1,10 +1,12 @@
 """Thousands of simulated receivers in one process, driven by one thread (``loaxa-receiver sim --count N``).
 
-Each :class:`SimReceiver` speaks protocol v1 like a real box: its own client
-id, retained ``online``/``offline`` status, its signed conf (subscribing to the
-scopes it lists), signed manifests (rollback refused) merged into one timeline,
-signed commands (``ts`` window, nonce replay), and an outbox of events kept
-until their PUBACK (paho's persistent session resends them after a cut).
+Each :class:`SimReceiver` speaks protocol v1 like a real box, through the
+same parts as the real agent: :class:`~receiver.holdings.Holdings` for its
+signed conf and manifests (the same verdicts, rollbacks refused, one merged
+timeline) and :class:`~receiver.gate.CommandGate` for signed commands
+(``ts`` window, nonce replay; nonces kept in memory). It has its own client id,
+retained ``online``/``offline`` status and an outbox of events kept until their
+PUBACK (paho's persistent session resends them after a cut).
 Playback is simulated (the null sink): ``playback.started`` and
 ``playback.finished`` are reported at the times the local clock (with any
 injected drift) says. Nothing decodes audio, so a receiver costs a few kB.
@@ -13,69 +15,37 @@ Faults can be injected per receiver: :meth:`SimReceiver.go_offline` (a network
 cut: the will fires, events wait), :meth:`SimReceiver.amplifier_fault` and
 :meth:`SimReceiver.drift` (its clock runs ahead or behind).
 
-Signature checks are shared: a payload already verified by one receiver (the
-same retained manifest reaches all of them) is not verified again; its parsed
-manifest object is shared too.
+Signature checks are shared: one :class:`~receiver.verifier.Verifier` with a
+cache, so a payload already verified by one receiver (the same retained
+manifest reaches all of them) is not verified again; its parsed manifest is
+shared too.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from receiver.gate import CommandGate, NonceMemory, ack_fields, emergency_item
+from receiver.holdings import Event, Holdings, Verdict
 from receiver.mqtt import client_id_for
 from receiver.mqtt.pool import ClientPool, PooledClient
-from receiver.untrusted import verify
+from receiver.verifier import Verifier
 from schedules import events, topics
-from schedules.commands import TS_TOLERANCE_MS, Command, CommandError
-from schedules.conf import ConfError, ReceiverConf
-from schedules.manifest import Item, Manifest, ManifestError, merge
-from schedules.signing import SignatureError, public_key_from_text
+from schedules.conf import ReceiverConf
+from schedules.manifest import Item, Manifest
 
 logger = logging.getLogger(__name__)
 
 VERIFY_CACHE = 512
+"""Verdicts kept by the shared verifier (by payload hash)."""
 
 
 def _now_ms() -> float:
     return time.time_ns() / 1e6
-
-
-class _Verifier:
-    """Signature checks shared by every simulated receiver (same payload, same answer)."""
-
-    def __init__(self, public_key_text: str) -> None:
-        self.key = public_key_from_text(public_key_text)
-        self._cache: OrderedDict[tuple[bytes, str, str], Any] = OrderedDict()
-
-    def verify(self, payload: bytes, kind: str, scope: str) -> tuple[dict[str, Any], Any]:
-        """``(body, parsed)`` or raises SignatureError / ManifestError / ConfError / CommandError."""
-        key = (hashlib.sha256(payload).digest(), kind, scope)
-        found = self._cache.get(key)
-        if found is None:
-            try:
-                body = verify(self.key, payload, kind=kind, scope=scope)
-                parsed: Any = {
-                    "manifest": Manifest.from_body,
-                    "conf": ReceiverConf.from_body,
-                    "command": Command.from_body,
-                }[kind](body)
-                found = (body, parsed, None)
-            except (SignatureError, ManifestError, ConfError, CommandError) as exc:
-                found = (None, None, exc)
-            self._cache[key] = found
-            if len(self._cache) > VERIFY_CACHE:
-                self._cache.popitem(last=False)
-        else:
-            self._cache.move_to_end(key)
-        if found[2] is not None:
-            raise found[2]
-        return found[0], found[1]
 
 
 @dataclass(eq=False)
@@ -86,9 +56,6 @@ class SimReceiver:
     swarm: Swarm
     extra_scopes: list[str]
     pc: PooledClient | None = None
-    conf: ReceiverConf | None = None
-    manifests: dict[str, Manifest] = field(default_factory=dict)
-    nonces: dict[str, float] = field(default_factory=dict)
     outbox: dict[int, str] = field(default_factory=dict)
     """mid -> event id, until PUBACK."""
     drift_ms: float = 0.0
@@ -97,11 +64,23 @@ class SimReceiver:
     played: set[tuple[str, int]] = field(default_factory=set)
     _generation: int = 0
 
+    def __post_init__(self) -> None:
+        self.holdings = Holdings(self.rx, self.swarm.verifier, fixed_scopes=self.extra_scopes)
+        self.gate = CommandGate(self.rx, self.swarm.verifier, NonceMemory(), self.holdings.scopes)
+
+    @property
+    def conf(self) -> ReceiverConf | None:
+        """The conf in force."""
+        return self.holdings.conf
+
+    @property
+    def manifests(self) -> dict[str, Manifest]:
+        """The manifest held for each scope."""
+        return self.holdings.manifests
+
     def scopes(self) -> list[str]:
         """Conf scopes (or the simulator's fixed ones), then its own."""
-        scopes = list(self.conf.scopes) if self.conf is not None else list(self.extra_scopes)
-        own = topics.rx_scope(self.rx)
-        return [*scopes, own] if own not in scopes else scopes
+        return self.holdings.scopes()
 
     def now_ms(self) -> float:
         """This receiver's local clock (wall clock plus injected drift)."""
@@ -129,79 +108,49 @@ class SimReceiver:
             self.outbox[mid] = event["id"]
         self.swarm.on_event(self, event)
 
+    def _emit_all(self, pending: tuple[Event, ...]) -> None:
+        for type_, fields in pending:
+            self.emit(type_, **fields)
+
     def on_message(self, pc: PooledClient, topic: str, payload: bytes) -> None:
         """Handle one message; never raises."""
         self.swarm.on_receive(self, topic, payload)
         try:
             if topic == topics.conf(self.rx):
-                self._conf(payload)
+                self._conf(self.holdings.offer_conf(payload))
             elif (scope := topics.scope_of_sched_topic(topic)) is not None:
-                self._manifest(scope, payload)
+                self._held(self.holdings.offer_manifest(scope, payload))
             elif (scope := topics.scope_of_cmd_topic(topic)) is not None:
                 self._command(scope, payload)
         except Exception:
             logger.exception("sim %s: error handling %s", self.rx, topic)
 
-    def _conf(self, payload: bytes) -> None:
-        try:
-            _body, conf = self.swarm.verifier.verify(payload, "conf", topics.rx_scope(self.rx))
-        except (SignatureError, ConfError) as exc:
-            self.emit(events.FAULT_RAISED, fault="conf_refused", kind="conf", reason=str(exc))
-            return
-        if self.conf is not None and conf.version <= self.conf.version:
-            return
-        old = set(self.scopes())
-        self.conf = conf
-        added = [s for s in self.scopes() if s not in old]
+    def _conf(self, verdict: Verdict) -> None:
         if self.pc is not None:
-            self.pc.subscribe([t for s in added for t in (topics.sched(s), topics.cmd(s))])
-        self.emit(events.CONF_ACCEPTED, version=conf.version, scopes=conf.scopes, volume=conf.volume)
+            self.pc.unsubscribe([t for s in verdict.removed for t in (topics.sched(s), topics.cmd(s))])
+            self.pc.subscribe([t for s in verdict.added for t in (topics.sched(s), topics.cmd(s))])
+        self._held(verdict)
 
-    def _manifest(self, scope: str, payload: bytes) -> None:
-        if scope not in self.scopes():
-            return
-        held = self.manifests.get(scope)
-        try:
-            _body, manifest = self.swarm.verifier.verify(payload, "manifest", scope)
-        except (SignatureError, ManifestError) as exc:
-            code = getattr(exc, "code", "manifest.malformed")
-            self.emit(events.MANIFEST_REFUSED, scope=scope, code=code, reason=str(exc))
-            return
-        if held is not None and manifest.version <= held.version:
-            if manifest.version < held.version:
-                self.emit(
-                    events.MANIFEST_REFUSED,
-                    scope=scope,
-                    code="manifest.rollback",
-                    reason=f"version {manifest.version} is older than {held.version}",
-                    held_version=held.version,
-                )
-            return
-        self.manifests[scope] = manifest
-        self.emit(events.MANIFEST_ACCEPTED, scope=scope, version=manifest.version, items=len(manifest.items))
-        self.schedule_next()
+    def _held(self, verdict: Verdict) -> None:
+        self._emit_all(verdict.events)
+        if verdict.accepted:
+            self.schedule_next()
 
     def _command(self, scope: str, payload: bytes) -> None:
-        if scope not in self.scopes():
-            return
         now = self.now_ms()
-        try:
-            body, command = self.swarm.verifier.verify(payload, "command", scope)
-            command.check_time(int(now))
-        except (SignatureError, CommandError) as exc:
-            self.emit(events.COMMAND_REFUSED, scope=scope, code=exc.code, reason=str(exc))
+        verdict = self.gate.check(scope, payload, int(now))
+        self._emit_all(verdict.events)
+        command = verdict.command
+        if command is None:
             return
-        for nonce in [n for n, until in self.nonces.items() if until < now]:
-            del self.nonces[nonce]
-        if command.nonce in self.nonces:
-            self.emit(events.COMMAND_REFUSED, scope=scope, code="cmd.replay", action=command.action)
-            return
-        self.nonces[command.nonce] = command.ts + TS_TOLERANCE_MS
-        self.emit(events.COMMAND_ACK, scope=scope, action=command.action, nonce=command.nonce)
+        ack = ack_fields(scope, command)
         if command.action == "emergency":
-            media = command.media
-            item = Item(str(command.args["id"]), "", int(now), media.duration_ms, "emergency", media)
+            item = replace(emergency_item(command), start_ms=int(now))
+            ack["item_id"] = item.id
+            self.emit(events.COMMAND_ACK, **ack)
             self._start(scope, item, emergency=True)
+            return
+        self.emit(events.COMMAND_ACK, **ack)
 
     # ------------------------------------------------------------- playback
 
@@ -209,10 +158,8 @@ class SimReceiver:
         """Arm a timer for the next item of the merged timeline (replacing any armed before)."""
         self._generation += 1
         generation = self._generation
-        widths = [(w, self.manifests[s]) for w, s in enumerate(self.scopes()) if s in self.manifests]
-        timeline, _conflicts = merge(widths, rx_id=self.rx)
         now = self.now_ms()
-        for scope, item in timeline:
+        for scope, item in self.holdings.timeline():
             if item.end_ms > now and (item.id, item.start_ms) not in self.played:
                 delay_ms = max(0.0, item.start_ms - now)
 
@@ -305,7 +252,7 @@ class Swarm:
         on_event: Callable[[SimReceiver, dict[str, Any]], object] | None = None,
     ) -> None:
         self.pool = ClientPool(host, port, tls=tls, ca_file=ca_file)
-        self.verifier = _Verifier(public_key)
+        self.verifier = Verifier(public_key, cache_size=VERIFY_CACHE)
         self._on_receive = on_receive
         self._on_event = on_event
         self.receivers: list[SimReceiver] = []

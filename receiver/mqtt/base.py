@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import socket
 from collections.abc import Callable
 
 ONLINE = b"online"
@@ -30,3 +31,12 @@ def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
 OnConnected = Callable[[], object]
 OnMessage = Callable[[str, bytes], object]
 OnPublished = Callable[[int], object]
+
+
+def shutdown(sock: object) -> None:
+    """Shut a paho socket down both ways without DISCONNECT (paho then reads EOF and reports the loss)."""
+    if isinstance(sock, socket.socket):  # TCP, or TLS (an SSLSocket is one)
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass

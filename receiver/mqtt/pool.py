@@ -91,10 +91,7 @@ class PooledClient:
                 return
             logger.warning("%s: broker at %s:%s accepted TCP but sent no CONNACK within %g s", self.client_id,
                            self.pool.host, self.pool.port, base.CONNACK_TIMEOUT_S)
-            try:
-                sock.shutdown(socket.SHUT_RDWR)  # the next read sees EOF: disconnect, then _retry with backoff
-            except OSError:
-                pass
+            base.shutdown(sock)  # the next read sees EOF: disconnect, then _retry with backoff
 
         self.pool.call_later(base.CONNACK_TIMEOUT_S, check)
 
@@ -122,11 +119,7 @@ class PooledClient:
         """Simulate a network cut: drop the socket without DISCONNECT (the will fires), stay away ``seconds``."""
         self.offline_until = time.monotonic() + seconds
         sock = self.client.socket()
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        base.shutdown(sock)
         self.pool.call_later(seconds, self.reconnect)
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> int | None:
@@ -140,6 +133,11 @@ class PooledClient:
         """Subscribe to several topics in one SUBSCRIBE packet (when connected)."""
         if self.connected and topics_:
             self.client.subscribe([(t, qos) for t in topics_])
+
+    def unsubscribe(self, topics_: list[str]) -> None:
+        """Unsubscribe from several topics in one UNSUBSCRIBE packet (when connected)."""
+        if self.connected and topics_:
+            self.client.unsubscribe(topics_)
 
     def _handle_connect(self, client: paho.Client, pc: object, flags: object, rc: object, props: object) -> None:
         try:

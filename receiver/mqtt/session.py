@@ -21,7 +21,6 @@ broker sets ``use_username_as_clientid``, so its persistent session has that nam
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 from typing import Any
 
@@ -182,10 +181,7 @@ class MqttSession:
             logger.warning(
                 "rx %s: %s; retrying in %.1f s (attempt %d)", self.rx_id, self.last_failure, delay, self._attempts
             )
-            try:
-                sock.shutdown(socket.SHUT_RDWR)  # paho reads EOF, reports the loss and reconnects after the delay
-            except OSError:
-                pass
+            base.shutdown(sock)  # paho reads EOF, reports the loss and reconnects after the delay
         except Exception:  # pragma: no cover - logging itself failed
             pass
 

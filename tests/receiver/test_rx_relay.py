@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from controller.services import commands as controller_commands
-from receiver.agent import RELAY_RETURN_S, Agent
+from receiver.agent import Agent
 from receiver.config import ReceiverConfig
+from receiver.playout.relay import RELAY_RETURN_S
 from schedules import events, topics
 from schedules.manifest import Item, MediaRef
 
