@@ -89,7 +89,7 @@ class Agent:
                                  config.ntp_server)
         verifier = Verifier(config.controller_public_key)
         self.holdings = Holdings(self.rx, verifier, self.state_dir)
-        self.gate = CommandGate(self.rx, verifier, self.nonces, self.holdings.scopes)
+        self.gate = CommandGate(self.rx, verifier, self.nonces, self.holdings.follows)
         self.orders = Orders()
         self._stop = threading.Event()
         self.hardware: Hardware | None = None

@@ -85,15 +85,15 @@ def refusal(scope: str, body: dict[str, Any] | None, code: str, reason: str, *,
 class CommandGate:
     """Check each command message against the protocol's rules."""
 
-    def __init__(self, rx: str, verifier: Verifier, nonces: Nonces, scopes: Callable[[], list[str]]) -> None:
+    def __init__(self, rx: str, verifier: Verifier, nonces: Nonces, follows: Callable[[str], bool]) -> None:
         self.rx = rx
         self._verifier = verifier
         self._nonces = nonces
-        self._scopes = scopes
+        self._follows = follows
 
     def check(self, scope: str, payload: bytes, now_ms: int) -> CommandVerdict:
         """The verdict on one command message arriving on ``cmd/<scope>`` at local time ``now_ms``."""
-        if scope not in self._scopes():
+        if not self._follows(scope):
             logger.debug("rx %s: ignoring command for %s, not one of its scopes", self.rx, scope)
             return CommandVerdict()
         try:

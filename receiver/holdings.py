@@ -82,6 +82,7 @@ class Holdings:
         self.generation = 0
         """Bumped whenever what is held changes (the player and the timeline cache look at it)."""
         self._timeline: tuple[int, list[tuple[str, Item]]] = (-1, [])
+        self._followed = frozenset(self.scopes())
         if store is not None:
             private_dir(store)
             private_dir(store / "manifests")
@@ -114,6 +115,10 @@ class Holdings:
         if own not in scopes:
             scopes.append(own)
         return scopes
+
+    def follows(self, scope: str) -> bool:
+        """Whether ``scope`` is one of :meth:`scopes` (asked for every message: kept as a set)."""
+        return scope in self._followed
 
     def timeline(self) -> list[tuple[str, Item]]:
         """The merged timeline of every held manifest, ``[(scope, item)]`` by start (cached per generation)."""
@@ -163,6 +168,7 @@ class Holdings:
             old_scopes = self.scopes()
             self._conf = conf
             new_scopes = self.scopes()
+            self._followed = frozenset(new_scopes)
             removed = tuple(s for s in old_scopes if s not in new_scopes)
             added = tuple(s for s in new_scopes if s not in old_scopes)
             for scope in removed:
@@ -183,7 +189,7 @@ class Holdings:
 
     def offer_manifest(self, scope: str, payload: bytes) -> Verdict:
         """Accept a manifest message for ``scope``, or say why not."""
-        if scope not in self.scopes():
+        if not self.follows(scope):
             logger.debug("rx %s: ignoring manifest for %s, not one of its scopes", self.rx, scope)
             return IGNORED
         try:
@@ -240,6 +246,7 @@ class Holdings:
                     raise checked.error
                 assert isinstance(checked.record, ReceiverConf)
                 self._conf = checked.record
+                self._followed = frozenset(self.scopes())
                 logger.info("rx %s: loaded conf v%d (scopes %s)", self.rx, self._conf.version, self._conf.scopes)
             except (OSError, SignatureError, ConfError) as exc:
                 logger.warning("rx %s: ignoring stored conf %s: %s", self.rx, conf_path, exc)

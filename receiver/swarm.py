@@ -66,7 +66,7 @@ class SimReceiver:
 
     def __post_init__(self) -> None:
         self.holdings = Holdings(self.rx, self.swarm.verifier, fixed_scopes=self.extra_scopes)
-        self.gate = CommandGate(self.rx, self.swarm.verifier, NonceMemory(), self.holdings.scopes)
+        self.gate = CommandGate(self.rx, self.swarm.verifier, NonceMemory(), self.holdings.follows)
 
     @property
     def conf(self) -> ReceiverConf | None:
