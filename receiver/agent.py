@@ -153,8 +153,7 @@ class Agent:
     def _after_connect(self) -> None:
         self.session.subscribe(topics.conf(self.rx), 1)
         for scope in self.scopes():
-            self.session.subscribe(topics.sched(scope), 1)
-            self.session.subscribe(topics.cmd(scope), 1)
+            self._subscribe(scope)
         self.reporter.flush()
         self.heartbeat()
 
@@ -167,18 +166,23 @@ class Agent:
                 self._manifest_arrived(self.holdings.offer_manifest(scope, payload))
             elif (scope := topics.scope_of_cmd_topic(topic)) is not None:
                 self._command_arrived(scope, payload)
+            elif (scope := topics.scope_of_alert_topic(topic)) is not None:
+                self._alert_arrived(scope, payload)
             else:
                 logger.debug("rx %s: ignoring message on unknown topic %s", self.rx, topic)
         except Exception:
             logger.exception("rx %s: error handling a message on %s", self.rx, topic)
 
+    def _subscribe(self, scope: str) -> None:
+        for topic in topics.scope_topics(scope):
+            self.session.subscribe(topic, 1)
+
     def _conf_arrived(self, verdict: Verdict) -> None:
         for scope in verdict.removed:
-            self.session.unsubscribe(topics.sched(scope))
-            self.session.unsubscribe(topics.cmd(scope))
+            for topic in topics.scope_topics(scope):
+                self.session.unsubscribe(topic)
         for scope in verdict.added:
-            self.session.subscribe(topics.sched(scope), 1)
-            self.session.subscribe(topics.cmd(scope), 1)
+            self._subscribe(scope)
         self._manifest_arrived(verdict)
 
     def _manifest_arrived(self, verdict: Verdict) -> None:
@@ -200,6 +204,17 @@ class Agent:
             ack = self.player.obey(scope, command, verdict.body)
         if ack is not None:
             self.reporter.emit(events.COMMAND_ACK, **ack_fields(scope, command), **ack)
+
+    def _alert_arrived(self, scope: str, payload: bytes) -> None:
+        """The retained alert state of a scope: join a running alert, or end one whose state was cleared."""
+        if not payload:
+            if self.holdings.follows(scope):
+                self.player.alert_ended(scope)
+            return
+        verdict = self.gate.check_alert(scope, payload, now_ms())
+        self.reporter.emit_all(verdict.events)
+        if verdict.command is not None and (ack := self.player.join_alert(scope, verdict.command)) is not None:
+            self.reporter.emit(events.COMMAND_ACK, **ack_fields(scope, verdict.command), **ack)
 
     # ----------------------------------------------------------- life cycle
 

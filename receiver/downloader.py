@@ -64,7 +64,7 @@ class Downloader:
         items = [i for m in self._holdings.manifests.values() for i in m.items if i.end_ms > now]
         wanted: dict[str, MediaRef] = {}
         emergency = self._orders.emergency
-        if emergency is not None:
+        if emergency is not None and emergency.media is not None:
             wanted[emergency.media.sha256] = emergency.media
         for item in sorted(items, key=lambda i: i.start_ms):
             if item.media is not None:  # a silence separator, or a relay without fallback, needs no file

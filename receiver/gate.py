@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from receiver.cache import MediaCache
 from receiver.holdings import Event
 from receiver.verifier import Verifier
 from schedules import events
@@ -113,6 +114,33 @@ class CommandGate:
         logger.info("rx %s: command %s on %s accepted (nonce %s)", self.rx, command.action, scope, command.nonce)
         return CommandVerdict(command, checked.body)
 
+    def check_alert(self, scope: str, payload: bytes, now_ms: int) -> CommandVerdict:
+        """The verdict on a retained alert state arriving on ``alert/<scope>`` (empty: the alert ended).
+
+        Genuine, of a followed scope, carrying an alert of that scope, not
+        expired. The ``ts`` window and the nonce do not apply: the state exists
+        to let a receiver join an alert that started before it connected, and
+        the player joins each alert once (by its id).
+        """
+        if not payload or not self._follows(scope):
+            return CommandVerdict()
+        try:
+            checked = self._verifier.check(payload, "alert", scope)
+        except SignatureError as exc:
+            return self._refuse(scope, None, exc.code, str(exc), signature=exc.code.startswith("sig."))
+        inner = checked.body.get("command")
+        shown = inner if isinstance(inner, dict) else None
+        command = checked.record
+        try:
+            if checked.error is not None:
+                raise checked.error
+            assert isinstance(command, Command)
+            if now_ms >= command.expires:
+                raise CommandError("cmd.expired", f"alert state expired {(now_ms - command.expires) / 1000:.1f} s ago")
+        except CommandError as exc:
+            return self._refuse(scope, shown, exc.code, str(exc))
+        return CommandVerdict(command, shown)
+
     def _refuse(self, scope: str, body: dict[str, Any] | None, code: str, reason: str, *,
                 signature: bool = False) -> CommandVerdict:
         logger.warning("rx %s: refused command on %s: %s (%s)", self.rx, scope, reason, code)
@@ -124,33 +152,32 @@ def ack_fields(scope: str, command: Command) -> dict[str, Any]:
     return {"scope": scope, "action": command.action, "nonce": command.nonce}
 
 
-def emergency_item(command: Command) -> Item:
-    """The item an ``emergency`` command plays (starting at its ``ts`` until the player places it)."""
-    args = command.args
-    media = command.media
-    return Item(
-        id=str(args["id"]),
-        title=str(args.get("title", ""))[:300],
-        start_ms=command.ts,
-        duration_ms=int(args.get("duration_ms", media.duration_ms)),
-        priority="emergency",
-        media=media,
-    )
-
-
 @dataclass
 class Emergency:
-    """An accepted emergency command waiting to play (or playing)."""
+    """An accepted alert (``emergency`` or ``drill``) waiting to play, or playing."""
 
     scope: str
     command: Command
     item: Item
     volume: int
+    join: bool = False
+    """Joined from the retained alert state: played where it stands now, not from its beginning."""
 
     @property
-    def media(self) -> MediaRef:
-        """What it plays (an emergency always has media)."""
-        return self.command.media
+    def media(self) -> MediaRef | None:
+        """Its media (the fallback of a stream), or None for a stream alone."""
+        return self.item.media
+
+    @property
+    def mode(self) -> str:
+        """``live`` or ``drill``."""
+        return self.command.mode
+
+    def ready(self, cache: MediaCache) -> bool:
+        """Whether it can play now: a stream connects by itself, a file must be in the cache."""
+        if self.item.kind == "relay":
+            return True
+        return self.media is not None and cache.path(self.media.sha256) is not None
 
 
 @dataclass
@@ -170,6 +197,19 @@ class Orders:
         self.lock = threading.Lock()
         self.emergency: Emergency | None = None
         self.tone: Tone | None = None
+        self.alerts: dict[str, int] = {}
+        """Id -> planned end of every alert taken in this run: each plays once, by command or alert state."""
+
+    def offer_alert(self, emergency: Emergency, now_ms: int) -> bool:
+        """Make ``emergency`` the alert waiting, unless this alert was already taken; whether it was new."""
+        with self.lock:
+            for old in [i for i, end in self.alerts.items() if end < now_ms - 3600_000]:
+                del self.alerts[old]
+            if emergency.item.id in self.alerts:
+                return False
+            self.alerts[emergency.item.id] = emergency.item.end_ms
+            self.emergency = emergency
+        return True
 
     def take_emergency(self, emergency: Emergency) -> Tone | None:
         """The player starts ``emergency`` (if still the one waiting); returns a waiting tone it cancels."""

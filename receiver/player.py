@@ -24,7 +24,7 @@ from typing import Any
 
 from receiver.cache import MediaCache
 from receiver.config import ReceiverConfig
-from receiver.gate import Emergency, Orders, Tone, emergency_item, refusal
+from receiver.gate import Emergency, Orders, Tone, refusal
 from receiver.hardware import Hardware
 from receiver.holdings import Holdings
 from receiver.playout.item import play_item
@@ -61,6 +61,7 @@ class Player:
         self.wake = threading.Event()
         """Set it to look at the timeline again now (new manifest, media arrived, command)."""
         self._volume: int | None = None
+        self._alert_scope: str | None = None
         self.stage = Stage(rx, config, sink, cache, holdings, orders, reporter, stop, lambda: self.volume)
 
     @property
@@ -90,14 +91,18 @@ class Player:
         """Carry out an accepted command; the fields its ``command.ack`` adds, or None when refused here."""
         ack: dict[str, Any] = {}
         stage = self.stage
-        if command.action == "emergency":
-            item = emergency_item(command)
-            with self.orders.lock:
-                volume = command.volume if command.volume is not None else 100
-                self.orders.emergency = Emergency(scope, command, item, volume)
-            ack["item_id"] = item.id
+        if command.is_alert:
+            alert = Emergency(scope, command, command.item(), command.volume if command.volume is not None else 100)
+            ack["item_id"] = alert.item.id
+            if not self.orders.offer_alert(alert, now_ms()):
+                ack["already"] = True  # the alert state came first: it plays once
             self._download_wake.set()
         elif command.action == "stop":
+            only = command.args.get("id")
+            if isinstance(only, str):  # stop that alert only, wherever it stands
+                ack["stopped"] = self.end_alert(only)
+                self.wake.set()
+                return ack
             emergency, pending_tone = self.orders.clear()
             if stage.playing is not None:
                 stage.stop_current.set()
@@ -125,13 +130,54 @@ class Player:
         self.wake.set()
         return ack
 
+    def join_alert(self, scope: str, command: Command) -> dict[str, Any] | None:
+        """A retained alert state: join the alert where it stands unless it was taken already.
+
+        The fields of its ``command.ack`` (``joined``), or None when this receiver
+        already has it (it arrived by command, or the state was re-delivered).
+        """
+        item = command.item()
+        emergency = Emergency(scope, command, item, command.volume if command.volume is not None else 100,
+                              join=True)
+        if not self.orders.offer_alert(emergency, now_ms()):
+            return None
+        logger.warning("rx %s: joining alert %s of %s under way (%d ms in)", self.rx, item.id, scope,
+                       now_ms() - item.start_ms)
+        self._download_wake.set()
+        self.wake.set()
+        return {"item_id": item.id, "joined": True}
+
+    def alert_ended(self, scope: str) -> str | None:
+        """The alert state of ``scope`` was cleared: end the alert of that scope if it waits or plays."""
+        emergency = self.orders.emergency
+        playing = self.stage.playing
+        ids = [e.item.id for e in (emergency,) if e is not None and e.scope == scope]
+        if playing is not None and playing.priority == "emergency" and self._alert_scope == scope:
+            ids.append(playing.id)
+        return self.end_alert(ids[0]) if ids else None
+
+    def end_alert(self, alert_id: str) -> str | None:
+        """End the alert ``alert_id`` (waiting or playing); its id, or None when it is neither."""
+        stopped = None
+        with self.orders.lock:
+            if self.orders.emergency is not None and self.orders.emergency.item.id == alert_id:
+                self.orders.emergency = None
+                stopped = alert_id
+        playing = self.stage.playing
+        if playing is not None and playing.priority == "emergency" and playing.id == alert_id:
+            self.stage.stop_current.set()
+            stopped = alert_id
+        if stopped:
+            logger.warning("rx %s: alert %s ended by the controller", self.rx, alert_id)
+        return stopped
+
     def _emergency_busy(self) -> str | None:
         """The id of the emergency playing, or about to (accepted and its media here), else None."""
         playing = self.stage.playing
         if playing is not None and playing.priority == "emergency":
             return playing.id
         emergency = self.orders.emergency
-        if emergency is not None and self.cache.path(emergency.media.sha256) is not None:
+        if emergency is not None and emergency.ready(self.cache):
             return emergency.item.id
         return None
 
@@ -207,31 +253,44 @@ class Player:
         return 0.0
 
     def _emergency_step(self, emergency: Emergency, now: int) -> float | None:
-        """Play a pending emergency now if its media is here; None lets the programme go on meanwhile."""
-        path = self.cache.path(emergency.media.sha256)
-        if path is None and now < emergency.command.expires:
+        """Play a pending alert now if it can play; None lets the programme go on meanwhile."""
+        ready = emergency.ready(self.cache)
+        if not ready and now < emergency.command.expires:
             self._download_wake.set()
             return None
         base = {"item_id": emergency.item.id, "scope": emergency.scope, "planned_start_ms": emergency.command.ts}
-        if path is None:
+        if not ready:
             self.orders.drop_emergency(emergency)
             self.reporter.emit(
                 events.PLAYBACK_FAILED,
                 **base,
-                sha256=emergency.media.sha256,
+                sha256=emergency.media.sha256 if emergency.media else None,
                 code="media.not_cached",
-                reason="emergency media not cached before the command expired",
+                reason=f"{emergency.command.action} media not cached before the command expired",
+                mode=emergency.mode,
             )
             return 0.0
         pending_tone = self.orders.take_emergency(emergency)
         if pending_tone is not None:
             self.reporter.emit(events.TEST_TONE_FINISHED, scope=pending_tone.scope, nonce=pending_tone.command.nonce,
                                played_ms=0, end_reason="preempted")
-        # A short lead, as when joining an item, leaves time to start the decoder: nothing is cut.
-        item = replace(emergency.item, start_ms=now_ms() + JOIN_LEAD_MS)
+        # Joined from the alert state: where it stands now. Else from its beginning, after a short lead
+        # (as when joining an item) that leaves time to start the decoder: nothing is cut.
+        item = emergency.item if emergency.join else replace(emergency.item, start_ms=now_ms() + JOIN_LEAD_MS)
         if self.hardware is not None and self.hardware.amplifier(True):  # no warm-up wait for an emergency
             self.reporter.emit(events.AMPLIFIER_CHANGED, on=True, item_id=item.id)
-        play_item(self.stage, emergency.scope, item, path, volume=emergency.volume)
+        tags = {"mode": emergency.mode}
+        self._alert_scope = emergency.scope
+        try:
+            if item.kind == "relay":
+                play_relay(self.stage, emergency.scope, item, volume=emergency.volume, tags=tags)
+            else:
+                path = self.cache.path(item.media.sha256) if item.media else None
+                if path is None:  # evicted between the check and now: cannot happen with the cache's keep set
+                    return 0.0
+                play_item(self.stage, emergency.scope, item, path, volume=emergency.volume, tags=tags)
+        finally:
+            self._alert_scope = None
         return 0.0
 
     # ------------------------------------------------------------- amplifier

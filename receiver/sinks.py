@@ -61,6 +61,8 @@ class Output:
         """How much faster than nominal this device consumes samples (a sound card's clock error)."""
         self.inserted_frames = 0
         self.dropped_frames = 0
+        self.tags: dict[str, Any] = {}
+        """What the player says this output carries (``priority``, and ``mode`` live/drill for an alert)."""
 
     @property
     def _device_rate(self) -> float:
@@ -191,6 +193,7 @@ class FileOutput(Output):
             "rate_ppm": self.rate_ppm,
             "inserted_frames": self.inserted_frames,
             "dropped_frames": self.dropped_frames,
+            "tags": dict(self.tags),
         }
 
     def _volume_changed(self) -> None:

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from receiver.gate import CommandGate, NonceMemory, ack_fields, emergency_item
+from receiver.gate import CommandGate, NonceMemory, ack_fields
 from receiver.holdings import Event, Holdings, Verdict
 from receiver.mqtt import client_id_for
 from receiver.mqtt.pool import ClientPool, PooledClient
@@ -62,6 +62,8 @@ class SimReceiver:
     amp_fault: bool = False
     playing: str | None = None
     played: set[tuple[str, int]] = field(default_factory=set)
+    alerts: set[str] = field(default_factory=set)
+    """Ids of the alerts taken (by command or alert state): each plays once."""
     _generation: int = 0
 
     def __post_init__(self) -> None:
@@ -92,7 +94,7 @@ class SimReceiver:
         """Subscribe to its conf, scopes and commands."""
         subs = [topics.conf(self.rx)]
         for scope in self.scopes():
-            subs += [topics.sched(scope), topics.cmd(scope)]
+            subs += topics.scope_topics(scope)
         pc.subscribe(subs)
 
     def on_published(self, pc: PooledClient, mid: int) -> None:
@@ -122,13 +124,15 @@ class SimReceiver:
                 self._held(self.holdings.offer_manifest(scope, payload))
             elif (scope := topics.scope_of_cmd_topic(topic)) is not None:
                 self._command(scope, payload)
+            elif (scope := topics.scope_of_alert_topic(topic)) is not None:
+                self._alert_state(scope, payload)
         except Exception:
             logger.exception("sim %s: error handling %s", self.rx, topic)
 
     def _conf(self, verdict: Verdict) -> None:
         if self.pc is not None:
-            self.pc.unsubscribe([t for s in verdict.removed for t in (topics.sched(s), topics.cmd(s))])
-            self.pc.subscribe([t for s in verdict.added for t in (topics.sched(s), topics.cmd(s))])
+            self.pc.unsubscribe([t for s in verdict.removed for t in topics.scope_topics(s)])
+            self.pc.subscribe([t for s in verdict.added for t in topics.scope_topics(s)])
         self._held(verdict)
 
     def _held(self, verdict: Verdict) -> None:
@@ -144,13 +148,30 @@ class SimReceiver:
         if command is None:
             return
         ack = ack_fields(scope, command)
-        if command.action == "emergency":
-            item = replace(emergency_item(command), start_ms=int(now))
+        if command.is_alert:
+            item = replace(command.item(), start_ms=int(now))
             ack["item_id"] = item.id
+            new = item.id not in self.alerts
+            if not new:
+                ack["already"] = True
             self.emit(events.COMMAND_ACK, **ack)
-            self._start(scope, item, emergency=True)
+            if new:
+                self.alerts.add(item.id)
+                self._start(scope, item, emergency=True, mode=command.mode)
             return
         self.emit(events.COMMAND_ACK, **ack)
+
+    def _alert_state(self, scope: str, payload: bytes) -> None:
+        """A retained alert state: join the alert where it stands, once (an empty one: nothing to join)."""
+        verdict = self.gate.check_alert(scope, payload, int(self.now_ms()))
+        self._emit_all(verdict.events)
+        command = verdict.command
+        if command is None or command.item().id in self.alerts:
+            return
+        item = command.item()
+        self.alerts.add(item.id)
+        self.emit(events.COMMAND_ACK, **ack_fields(scope, command), item_id=item.id, joined=True)
+        self._start(scope, item, emergency=True, mode=command.mode, join=True)
 
     # ------------------------------------------------------------- playback
 
@@ -170,14 +191,15 @@ class SimReceiver:
                 self.swarm.pool.call_later(delay_ms / 1000.0, fire)
                 return
 
-    def _start(self, scope: str, item: Item, emergency: bool = False) -> None:
+    def _start(self, scope: str, item: Item, emergency: bool = False, mode: str = "", join: bool = False) -> None:
         now = self.now_ms()
         self.played.add((item.id, item.start_ms))
-        if item.media is None:  # silence, or a relay without fallback: nothing plays
+        if item.media is None and not emergency:  # silence, or a relay without fallback: nothing plays
             self.schedule_next()
             return
-        offset = max(0, int(now - item.start_ms)) if not emergency else 0
+        offset = max(0, int(now - item.start_ms)) if not emergency or join else 0
         self.playing = item.id
+        tags = {"mode": mode} if mode else {}
         self.emit(
             events.PLAYBACK_STARTED,
             item_id=item.id,
@@ -185,8 +207,9 @@ class SimReceiver:
             planned_start_ms=item.start_ms,
             actual_start_ms=int(now),
             offset_ms=offset if offset > 500 else 0,
-            sha256=item.media.sha256,
             priority=item.priority,
+            **({"sha256": item.media.sha256} if item.media else {}),
+            **tags,
         )
         duration = item.duration_ms - (offset if offset > 500 else 0)
 
@@ -201,6 +224,7 @@ class SimReceiver:
                 played_ms=duration,
                 planned_duration_ms=item.duration_ms,
                 end_reason="complete",
+                **tags,
             )
             self.schedule_next()
 

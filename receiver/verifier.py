@@ -2,7 +2,8 @@
 
 A payload is first verified (:func:`receiver.untrusted.verify`: signature, kind,
 scope; only :class:`~schedules.signing.SignatureError` escapes), then its body is
-parsed into the record its kind names. A body that is signed but malformed is
+parsed into the record its kind names (an ``alert`` state into the alert
+command it carries). A body that is signed but malformed is
 kept beside its parse error, so that a refusal can still name the command's
 ``action`` and ``nonce``.
 
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from receiver.untrusted import verify
-from schedules.commands import Command, CommandError
+from schedules.commands import Command, CommandError, command_of_alert
 from schedules.conf import ConfError, ReceiverConf
 from schedules.manifest import Manifest, ManifestError
 from schedules.signing import SignatureError, public_key_from_text
@@ -44,6 +45,8 @@ def _parse(kind: str, body: dict[str, Any]) -> Checked:
             return Checked(body, manifest, None, manifest.content_hash())
         if kind == "conf":
             return Checked(body, ReceiverConf.from_body(body), None)
+        if kind == "alert":
+            return Checked(body, command_of_alert(body), None)
         return Checked(body, Command.from_body(body), None)
     except (ManifestError, ConfError, CommandError) as exc:
         return Checked(body, None, exc)

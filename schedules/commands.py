@@ -14,10 +14,16 @@ command could no longer pass the ``ts`` check.
 
 Actions and their ``args``:
 
-- ``emergency``: ``id``, ``media`` (a manifest media reference), ``volume``
-  (0-100), optional ``duration_ms`` (defaults to the media's): plays at once,
+- ``emergency``: ``id``, ``volume`` (0-100), ``media`` (a manifest media
+  reference) and/or ``url`` (a live stream: live voice or a relay played at
+  emergency level; ``media`` is then its fallback), ``duration_ms`` (defaults to
+  the media's; required with ``url``), optional ``title``: plays at once,
   pre-empting everything; the programme resumes where it now stands.
-- ``stop``: ends what plays now (an emergency included).
+- ``drill``: the same arguments; an exercise (diễn tập). A different action, so
+  that no flag can turn a drill into a live alert or back: receivers report it
+  with ``mode`` ``drill`` and the controller shows it in its own colour.
+- ``stop``: ends what plays now (an emergency included); with ``id``, only
+  when that alert is what plays or waits.
 - ``volume``: ``volume`` (0-100) for the programme from now on.
 - ``resync``: re-subscribe, resend pending events and a heartbeat.
 - ``test_tone``: ``duration_s`` (1-30, default 5), ``frequency_hz`` (100-4000,
@@ -34,11 +40,16 @@ from typing import Any
 
 from schedules.manifest import Item, ManifestError, MediaRef, parse_item
 
-ACTIONS = ("emergency", "stop", "volume", "resync", "test_tone")
+ACTIONS = ("emergency", "drill", "stop", "volume", "resync", "test_tone")
 TONE_DURATION_S = (1, 30, 5)
 """``test_tone`` ``duration_s``: minimum, maximum, default."""
 TONE_FREQUENCY_HZ = (100, 4000, 1000)
 """``test_tone`` ``frequency_hz``: minimum, maximum, default."""
+ALERT_ACTIONS = ("emergency", "drill")
+"""The actions that broadcast an alert (live or exercise); the same arguments, told apart by the action."""
+STREAM_SCHEMES = ("http://", "https://")
+ALERT_KIND = "alert"
+"""Signed ``kind`` of the retained alert state on ``alert/<scope>`` (see :func:`alert_body`)."""
 TS_TOLERANCE_MS = 5 * 60 * 1000
 """How far a command's ``ts`` may be from the receiver's clock, either way."""
 MAX_TTL_MS = 24 * 3600 * 1000
@@ -78,12 +89,23 @@ class Command:
         }
 
     @property
-    def media(self) -> MediaRef:
-        """The media of an ``emergency`` command (validated by :meth:`from_body`)."""
-        media = _emergency_item(self).media
-        if media is None:  # parse_item gives an item with a "media" field its MediaRef
-            raise CommandError("cmd.malformed", "emergency has no media")
-        return media
+    def is_alert(self) -> bool:
+        """An ``emergency`` or a ``drill``."""
+        return self.action in ALERT_ACTIONS
+
+    @property
+    def mode(self) -> str:
+        """``live`` or ``drill`` for an alert, else ``""``."""
+        return {"emergency": "live", "drill": "drill"}.get(self.action, "")
+
+    @property
+    def media(self) -> MediaRef | None:
+        """The media of an alert (validated by :meth:`from_body`); None for a stream without fallback."""
+        return alert_item(self).media
+
+    def item(self) -> Item:
+        """The item an alert plays, starting at ``ts`` (validated by :meth:`from_body`)."""
+        return alert_item(self)
 
     @property
     def volume(self) -> int | None:
@@ -125,11 +147,11 @@ class Command:
             raise CommandError("cmd.malformed", "expires must be after ts, by at most 24 h")
         command = cls(str(body.get("scope")), action, ts, nonce, expires, args)
         volume = args.get("volume")
-        if action in ("volume", "emergency") or volume is not None:
+        if action in ("volume", *ALERT_ACTIONS) or volume is not None:
             if not isinstance(volume, int) or isinstance(volume, bool) or not 0 <= volume <= 100:
                 raise CommandError("cmd.malformed", "volume must be an integer 0-100")
-        if action == "emergency":
-            _emergency_item(command)
+        if action in ALERT_ACTIONS:
+            alert_item(command)
         if action == "test_tone":
             for name, (low, high, _default) in (("duration_s", TONE_DURATION_S), ("frequency_hz", TONE_FREQUENCY_HZ)):
                 value = args.get(name)
@@ -147,24 +169,61 @@ class Command:
             raise CommandError("cmd.expired", f"expired {(now_ms - self.expires) / 1000:.1f} s ago")
 
 
-def _emergency_item(command: Command) -> Item:
+def alert_item(command: Command) -> Item:
+    """The item of an ``emergency`` or ``drill``: ``media``, or a stream ``url`` (with ``media`` as fallback)."""
     args = command.args
+    what = command.action
     try:
-        duration = args.get("duration_ms", args["media"]["duration_ms"])
-        return parse_item(
-            {
-                "id": args["id"],
-                "title": args.get("title", ""),
-                "start_ms": command.ts,
-                "duration_ms": duration,
-                "priority": "emergency",
-                "media": args["media"],
-            }
-        )
+        media = args.get("media")
+        url = args.get("url")
+        if url is not None and (not isinstance(url, str) or not url.startswith(STREAM_SCHEMES) or len(url) > 2000):
+            raise CommandError("cmd.malformed", f"{what}: url must be an http(s) URL")
+        if media is None and url is None:
+            raise CommandError("cmd.malformed", f"{what} lacks 'media' (or a stream 'url')")
+        if url is not None:
+            duration = args["duration_ms"]
+        else:
+            assert media is not None
+            duration = args.get("duration_ms", media["duration_ms"])
+        raw: dict[str, Any] = {
+            "id": args["id"],
+            "title": args.get("title", ""),
+            "start_ms": command.ts,
+            "duration_ms": duration,
+            "priority": "emergency",
+            "media": media,
+        }
+        if url is not None:
+            raw.update(kind="relay", url=url)
+        return parse_item(raw)
     except KeyError as exc:
-        raise CommandError("cmd.malformed", f"emergency lacks {exc.args[0]!r}") from exc
+        raise CommandError("cmd.malformed", f"{what} lacks {exc.args[0]!r}") from exc
     except (ManifestError, TypeError, AttributeError) as exc:
-        raise CommandError("cmd.malformed", f"emergency: {exc}") from exc
+        raise CommandError("cmd.malformed", f"{what}: {exc}") from exc
+
+
+def alert_body(command: Command) -> dict[str, Any]:
+    """The retained alert state of a running alert: its command, re-signed as ``kind`` ``alert``.
+
+    Published retained on ``alert/<scope>`` while the alert runs (and cleared when
+    it ends or is stopped), so that a receiver connecting during it joins where it
+    stands. Its validity is the command's ``expires``; the ``ts`` window does not
+    apply (an alert may have started long before a receiver comes back).
+    """
+    if not command.is_alert:
+        raise ValueError(f"{command.action} is not an alert")
+    return {"kind": ALERT_KIND, "scope": command.scope, "command": command.to_body()}
+
+
+def command_of_alert(body: dict[str, Any]) -> Command:
+    """The alert command a verified alert state carries; CommandError when it is not one."""
+    inner = body.get("command")
+    if not isinstance(inner, dict):
+        raise CommandError("cmd.malformed", "alert state carries no command")
+    command = Command.from_body(inner)
+    if not command.is_alert or command.scope != body.get("scope"):
+        raise CommandError("cmd.malformed", "alert state must carry an alert of its own scope")
+    return command
 
 
 def make_command(

@@ -19,6 +19,11 @@ def cmd(scope: str) -> str:
     return f"{PREFIX}/cmd/{scope}"
 
 
+def alert(scope: str) -> str:
+    """Retained, signed state of the alert running on a scope (empty once it ended)."""
+    return f"{PREFIX}/alert/{scope}"
+
+
 def rx_status(rx_id: str) -> str:
     """Retained ``online``/``offline`` presence of one receiver."""
     return f"{PREFIX}/rx/{rx_id}/status"
@@ -65,4 +70,15 @@ def scope_of_sched_topic(topic: str) -> str | None:
 def scope_of_cmd_topic(topic: str) -> str | None:
     """The scope a ``cmd`` topic carries, or None."""
     head = PREFIX + "/cmd/"
+    return topic[len(head):] if topic.startswith(head) else None
+
+
+def scope_topics(scope: str) -> tuple[str, str, str]:
+    """What a receiver following ``scope`` subscribes to: its manifest, its commands and its alert state."""
+    return sched(scope), cmd(scope), alert(scope)
+
+
+def scope_of_alert_topic(topic: str) -> str | None:
+    """The scope an ``alert`` topic carries, or None."""
+    head = PREFIX + "/alert/"
     return topic[len(head):] if topic.startswith(head) else None

@@ -39,7 +39,8 @@ def _crash(decoder: Decoder) -> str | None:
     return f"ffmpeg {how}" + (f": {detail}" if detail else "")
 
 
-def play_item(stage: Stage, scope: str, item: Item, path: Path, volume: int | None = None) -> None:
+def play_item(stage: Stage, scope: str, item: Item, path: Path, volume: int | None = None,
+              tags: dict[str, Any] | None = None) -> None:
     """Play one item at its start (or join it under way), reporting what happened.
 
     A start missed by at most ``LATE_START_TOLERANCE_MS`` (e.g. right after
@@ -51,11 +52,13 @@ def play_item(stage: Stage, scope: str, item: Item, path: Path, volume: int | No
     starts where the content stood (at most ``MAX_DECODER_RESTARTS`` times
     an item). The fault is cleared once an item plays to its end without a
     crash.
+
+    ``tags`` (an alert's ``mode``) are added to every event of this play and to the output.
     """
     key = (item.id, item.start_ms)
     stage.played[key] = item.end_ms
     target, offset_ms = stage.start_point(item)
-    base = {"item_id": item.id, "scope": scope, "planned_start_ms": item.start_ms}
+    base = {"item_id": item.id, "scope": scope, "planned_start_ms": item.start_ms, **(tags or {})}
     prepared = stage.take_prepared(key, offset_ms)
     if target >= item.end_ms:
         return
@@ -90,7 +93,7 @@ def play_item(stage: Stage, scope: str, item: Item, path: Path, volume: int | No
     error = ""
     try:
         # Pre-roll: the output is open and the first second decoded before t0.
-        output = stage.go_live(item, stage.volume() if volume is None else volume, target)
+        output = stage.go_live(item, stage.volume() if volume is None else volume, target, tags)
         if output is None:
             return
         pos = 0

@@ -29,7 +29,8 @@ RELAY_RETRY_MAX_S = 4.0
 """Longest wait between reconnection attempts (at most half the fallback grace, so a stream that is back is found)."""
 
 
-def play_relay(stage: Stage, scope: str, item: Item, volume: int | None = None) -> None:
+def play_relay(stage: Stage, scope: str, item: Item, volume: int | None = None,
+               tags: dict[str, Any] | None = None) -> None:
     """Play a relay item: its live stream for the slot, the fallback while the stream stays down.
 
     The stream (:class:`~receiver.relay.RelayStream`) connects during the
@@ -57,7 +58,7 @@ def play_relay(stage: Stage, scope: str, item: Item, volume: int | None = None) 
     if target >= item.end_ms:
         return
     assert item.url is not None
-    base = {"item_id": item.id, "scope": scope, "planned_start_ms": item.start_ms}
+    base = {"item_id": item.id, "scope": scope, "planned_start_ms": item.start_ms, **(tags or {})}
     grace_ms = stage.config.relay_fallback_after_s * 1000.0
     half_grace_s = grace_ms / 2000.0
     stream = RelayStream(
@@ -87,7 +88,7 @@ def play_relay(stage: Stage, scope: str, item: Item, volume: int | None = None) 
     # a millisecond late does not shorten it.
     max_bytes = frames(item.end_ms - max(target, now_ms()))
     try:
-        output = stage.go_live(item, stage.volume() if volume is None else volume, target)
+        output = stage.go_live(item, stage.volume() if volume is None else volume, target, tags)
         if output is None:
             return
         down_since = now_ms_f()

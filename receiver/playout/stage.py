@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from receiver.cache import MediaCache
 from receiver.config import ReceiverConfig
@@ -132,12 +133,14 @@ class Stage:
         output.set_volume(volume)
         return output
 
-    def go_live(self, item: Item, volume: int, target: int) -> Output | None:
+    def go_live(self, item: Item, volume: int, target: int, tags: dict[str, Any] | None = None) -> Output | None:
         """Open the output (pre-roll), wait for ``target`` and become the item playing.
 
+        ``tags`` (an alert's ``mode``) go with the output, as its priority does.
         None when the agent stops during the wait (the output is closed then).
         """
         output = self.open_output(item, volume)
+        output.tags = {"priority": item.priority, **(tags or {})}
         if not self.sleep_until(target):
             self.close_output(output, item)
             return None
@@ -161,11 +164,7 @@ class Stage:
             self.stop_current.clear()
             return "stopped_by_command"
         emergency = self.orders.emergency
-        if (
-            emergency is not None
-            and emergency.item.id != item.id
-            and self.cache.path(emergency.media.sha256) is not None
-        ):
+        if emergency is not None and emergency.item.id != item.id and emergency.ready(self.cache):
             return "preempted"
         if self.orders.tone is not None and item.priority != "emergency":
             return "preempted"

@@ -18,17 +18,20 @@ from receiver.agent import Agent
 from receiver.config import ReceiverConfig
 from receiver.swarm import SimReceiver, Swarm
 from schedules import signing, topics
-from schedules.commands import make_command
+from schedules.commands import alert_body, make_command
 from schedules.conf import ReceiverConf
 
 from rx_support import Media, make_item, now_ms, outbox_events, signed_conf, signed_manifest, unique
 
 # What a verdict is: the report's type and the fields that say what was decided and why.
-VERDICT_FIELDS = ("fault", "kind", "code", "scope", "action", "nonce", "version", "held_version", "items", "scopes")
+VERDICT_FIELDS = ("fault", "kind", "code", "scope", "action", "nonce", "version", "held_version", "items", "scopes",
+                  "item_id", "joined", "already")
 
 
 def _verdicts(reported: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
-    return [(e["type"], *(e.get(f) for f in VERDICT_FIELDS)) for e in reported]
+    """The verdicts among the reports (playback is simulated by one and not started on the other: left out)."""
+    return [(e["type"], *(e.get(f) for f in VERDICT_FIELDS)) for e in reported
+            if not e["type"].startswith("playback.")]
 
 
 def _messages(key: Any, rx: str, media: Media) -> list[tuple[str, str, bytes]]:
@@ -45,6 +48,20 @@ def _messages(key: Any, rx: str, media: Media) -> list[tuple[str, str, bytes]]:
         return signing.sign(signer, make_command(scope, action, args, now_ms=at, ttl_ms=ttl_ms).to_body())
 
     volume = command("volume", {"volume": 55})
+    media_ref = {"sha256": media.ref.sha256, "path": media.ref.path, "bytes": media.ref.bytes,
+                 "duration_ms": media.ref.duration_ms}
+
+    def alert(action: str, *, at: int = now, ttl_ms: int = 600_000, signer: Any = key) -> tuple[bytes, bytes]:
+        """``(command payload, alert state payload)`` of one alert."""
+        made = make_command(area, action, {"id": unique("alert-"), "media": media_ref, "volume": 90}, now_ms=at,
+                            ttl_ms=ttl_ms)
+        return signing.sign(signer, made.to_body()), signing.sign(signer, alert_body(made))
+
+    live_cmd, live_state = alert("emergency")
+    drill_cmd, drill_state = alert("drill")
+    _old_cmd, joined_state = alert("emergency", at=now - 60_000)
+    _expired_cmd, expired_state = alert("emergency", at=now - 120_000, ttl_ms=60_000)
+    _forged_cmd, forged_state = alert("emergency", signer=forged)
     malformed = dict(make_command(area, "stop", now_ms=now).to_body(), action="self-destruct")
     misdirected_manifest = signed_manifest(key, other_area, 9, items)
     nested = b'{"v": 1, "body": ' + b"[" * 5000 + b"]" * 5000 + b', "sig": ""}'
@@ -81,6 +98,16 @@ def _messages(key: Any, rx: str, media: Media) -> list[tuple[str, str, bytes]]:
         ("command nested too deeply", topics.cmd(area), nested),
         ("stop command", topics.cmd(area), command("stop")),
         ("resync command", topics.cmd(area), command("resync")),
+        ("emergency command", topics.cmd(area), live_cmd),
+        ("its alert state", topics.alert(area), live_state),
+        ("drill state before its command", topics.alert(area), drill_state),
+        ("the drill's command", topics.cmd(area), drill_cmd),
+        ("alert state of an alert under way", topics.alert(area), joined_state),
+        ("the same alert state again", topics.alert(area), joined_state),
+        ("expired alert state", topics.alert(area), expired_state),
+        ("forged alert state", topics.alert(area), forged_state),
+        ("a command where an alert state belongs", topics.alert(area), volume),
+        ("cleared alert state", topics.alert(area), b""),
         ("conf v5 drops the area", topics.conf(rx), signed_conf(key, rx, 5, [other_area])),
         ("manifest of the dropped area", topics.sched(area), signed_manifest(key, area, 6, items)),
         ("command on the dropped area", topics.cmd(area), command("stop")),
@@ -126,6 +153,10 @@ def test_agent_and_simulated_receiver_give_identical_verdicts(
     assert [v[0] for v in by_label["forged manifest"]] == ["manifest.refused", "fault.raised"]
     assert [v[0] for v in by_label["volume command"]] == ["command.ack"]
     assert by_label["manifest of the dropped area"] == [] and by_label["command on the dropped area"] == []
+    assert by_label["its alert state"] == [] and by_label["the same alert state again"] == []
+    joined, already = 1 + VERDICT_FIELDS.index("joined"), 1 + VERDICT_FIELDS.index("already")
+    assert [(v[0], v[joined]) for v in by_label["alert state of an alert under way"]] == [("command.ack", True)]
+    assert [(v[0], v[already]) for v in by_label["the drill's command"]] == [("command.ack", True)]  # plays once
     assert [v[0] for v in by_label["manifest of the new area"]] == ["manifest.accepted"]
     assert held_agent == held_sim and conf_versions == (5, 5)
 

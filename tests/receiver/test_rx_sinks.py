@@ -47,7 +47,9 @@ def test_file_sink_paces_in_real_time_and_writes_sidecar(tmp_path: Path) -> None
         "rate_ppm",
         "inserted_frames",
         "dropped_frames",
+        "tags",
     }
+    assert sidecar["tags"] == {}  # nothing said: the player tags what it plays (priority, an alert's mode)
     assert sidecar["item_id"] == "bulletin/morning"
     assert sidecar["planned_start_ms"] == 1_700_000_000_000
     assert sidecar["sample_rate"] == RATE and sidecar["channels"] == 1
