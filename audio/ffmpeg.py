@@ -226,6 +226,32 @@ def generate_tone(dst: Path, seconds: float, frequency: int = 440) -> None:
                          "Tạo âm thanh thử thất bại.")
 
 
+def generate_chime(dst: Path, notes_hz: tuple[float, ...], *, note_s: float = 0.45, ring_s: float = 1.2,
+                   rate: int = 24000) -> float:
+    """Write a chime (struck notes, one after another, each ringing out) as mono 16-bit WAV; its seconds.
+
+    Each note is a sine with its octave at a third of the level, starting
+    ``note_s`` after the one before and decaying over ``ring_s``: the sound of
+    the bell chime that opens and closes a public announcement. Made here, so
+    the project owns it outright.
+    """
+    if not notes_hz or any(not 50 <= f <= 5000 for f in notes_hz):
+        raise ValueError("chime notes must be 50-5000 Hz")
+    total = note_s * (len(notes_hz) - 1) + ring_s
+    terms = []
+    for i, f in enumerate(notes_hz):
+        t0 = i * note_s
+        terms.append(f"between(t\\,{t0:.3f}\\,{total:.3f})*exp(-4*(t-{t0:.3f})/{ring_s:.3f})"
+                     f"*(sin(2*PI*{f:.2f}*t)+0.33*sin(4*PI*{f:.2f}*t))")
+    expr = "0.28*(" + "+".join(terms) + ")"
+    proc = _run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi",
+                 "-i", f"aevalsrc={expr}:s={rate}:d={total:.3f}", "-ac", "1", "-c:a", "pcm_s16le", str(dst)], 60)
+    if proc.returncode != 0:
+        raise AudioError("audio.transcode_failed", f"ffmpeg failed: {proc.stderr.strip()[:300]}",
+                         "Tạo tiếng chuông thất bại.")
+    return total
+
+
 @dataclass(frozen=True)
 class Loudness:
     """An EBU R128 measurement of a mono signal."""
