@@ -9,6 +9,7 @@ alert state; an expired, forged or misdirected state plays nothing.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -233,3 +234,65 @@ def test_a_receiver_that_connects_during_an_alert_joins_it_through_the_deploy_br
     assert started["item_id"] == command.args["id"] and started["mode"] == "live" and started["offset_ms"] >= 1000
     (ack,) = reported("command.ack")
     assert ack["joined"] is True
+
+
+def test_controller_alert_reaches_its_targets_only_joins_late_comers_and_stops_everywhere(
+    make_config: Callable[..., ReceiverConfig], media_server: MediaServer, broker: Any, collector: Any,
+    long_mp3: Media, alarm_mp3: Media, signing_key: Any,
+) -> None:
+    """The controller's own alert code against real receivers through the session's Mosquitto."""
+    from controller.services import alerts
+
+    media_server.add(long_mp3)
+    media_server.add(alarm_mp3)
+    configs = {name: make_config(mqtt_url=broker.url, media_base_url=media_server.url)
+               for name in ("a", "b", "late", "after", "other")}
+    ids = {name: c.rx_id for name, c in configs.items()}
+    wire = collector([topics.rx_events(rx) for rx in ids.values()])
+
+    def reported(name: str, type_: str) -> list[dict[str, Any]]:
+        return [e for e in (json.loads(p) for p in wire.on(topics.rx_events(ids[name]))) if e["type"] == type_]
+
+    agents = {name: Agent(configs[name]) for name in ("a", "b", "other")}
+    targets = [f"rx/{ids[n]}" for n in ("a", "b", "late", "after")]
+    alert_id = unique("storm-")
+    try:
+        start = now_ms() + 1500
+        for name in ("a", "other"):  # both are playing the programme when the alert comes
+            scope = f"rx/{ids[name]}"
+            wire.publish(topics.sched(scope), signed_manifest(signing_key, scope, 1,
+                                                              [make_item("prog", start, 6000, long_mp3.ref)]), True)
+        for agent in agents.values():
+            agent.start()
+        wait_until(lambda: reported("a", "playback.started") and reported("other", "playback.started"), timeout=20)
+        alerts.broadcast(wire.publish, signing_key, targets, "emergency",
+                         {"id": alert_id, "media": _media(alarm_mp3), "volume": 95}, duration_ms=4000)
+        wait_until(lambda: len(reported("a", "playback.started")) >= 2, timeout=20)
+        agents["late"] = Agent(configs["late"])
+        agents["late"].start()  # comes online during the alert
+        (late,) = wait_until(lambda: reported("late", "playback.started"), timeout=20)
+        ended_ms = now_ms()
+        alerts.end(wire.publish, signing_key, targets, alert_id)
+        wait_until(lambda: all(any(e["item_id"] == alert_id for e in reported(n, "playback.finished"))
+                               for n in ("a", "b", "late")), timeout=10)
+        agents["after"] = Agent(configs["after"])
+        agents["after"].start()  # comes online after it ended
+        assert agents["after"].wait_connected(10)
+        wait_until(lambda: len(reported("other", "playback.finished")) >= 1, timeout=20)
+        time.sleep(1.5)  # long enough for a stale alert state to have been played, were there one
+    finally:
+        for agent in agents.values():
+            agent.stop()
+        for scope in targets + [f"rx/{ids['other']}"]:
+            wire.publish(topics.alert(scope), b"", True)
+            wire.publish(topics.sched(scope), b"", True)
+    for name in ("a", "b", "late"):
+        alert_plays = [e for e in reported(name, "playback.finished") if e["item_id"] == alert_id]
+        assert [e["end_reason"] for e in alert_plays] == ["stopped_by_command"], (name, alert_plays)
+        assert alert_plays[0]["ts"] - ended_ms < 1000  # silent within a second of the stop
+    assert [e["item_id"] for e in reported("a", "playback.finished")][:1] == ["prog"]  # pre-empted first
+    assert reported("a", "playback.finished")[0]["end_reason"] == "preempted"
+    assert late["offset_ms"] > 0 and late["mode"] == "live"
+    assert [e["item_id"] for e in reported("other", "playback.started")] == ["prog"]  # not a target: untouched
+    assert reported("other", "playback.finished")[0]["end_reason"] == "complete"
+    assert not reported("after", "playback.started")  # the alert had ended: nothing stale plays
