@@ -44,6 +44,12 @@ def alarm_mp3(tmp_path_factory: pytest.TempPathFactory) -> Media:
     return sine_mp3_file(tmp_path_factory.mktemp("audio"), 4.0, 880)
 
 
+@pytest.fixture(scope="module")
+def siren_mp3(tmp_path_factory: pytest.TempPathFactory) -> Media:
+    """Long enough that every receiver is still playing it when it is stopped, however loaded the machine."""
+    return sine_mp3_file(tmp_path_factory.mktemp("audio"), 30.0, 660)
+
+
 def _media(media: Media) -> dict[str, Any]:
     ref = media.ref
     return {"sha256": ref.sha256, "path": ref.path, "bytes": ref.bytes, "duration_ms": ref.duration_ms}
@@ -238,13 +244,13 @@ def test_a_receiver_that_connects_during_an_alert_joins_it_through_the_deploy_br
 
 def test_controller_alert_reaches_its_targets_only_joins_late_comers_and_stops_everywhere(
     make_config: Callable[..., ReceiverConfig], media_server: MediaServer, broker: Any, collector: Any,
-    long_mp3: Media, alarm_mp3: Media, signing_key: Any,
+    long_mp3: Media, siren_mp3: Media, signing_key: Any,
 ) -> None:
     """The controller's own alert code against real receivers through the session's Mosquitto."""
     from controller.services import alerts
 
     media_server.add(long_mp3)
-    media_server.add(alarm_mp3)
+    media_server.add(siren_mp3)
     configs = {name: make_config(mqtt_url=broker.url, media_base_url=media_server.url)
                for name in ("a", "b", "late", "after", "other")}
     ids = {name: c.rx_id for name, c in configs.items()}
@@ -266,7 +272,7 @@ def test_controller_alert_reaches_its_targets_only_joins_late_comers_and_stops_e
             agent.start()
         wait_until(lambda: reported("a", "playback.started") and reported("other", "playback.started"), timeout=20)
         alerts.broadcast(wire.publish, signing_key, targets, "emergency",
-                         {"id": alert_id, "media": _media(alarm_mp3), "volume": 95}, duration_ms=4000)
+                         {"id": alert_id, "media": _media(siren_mp3), "volume": 95}, duration_ms=30_000)
         wait_until(lambda: len(reported("a", "playback.started")) >= 2, timeout=20)
         agents["late"] = Agent(configs["late"])
         agents["late"].start()  # comes online during the alert
