@@ -301,7 +301,7 @@ def test_report_dates_are_read_and_shown_as_dd_mm_yyyy(watched, client):
 
 
 def test_broadcast_time_labels_never_round_a_play_to_nothing(app):
-    from controller.web_status import _hours_label
+    from controller.pages.common import _hours_label
 
     with app.test_request_context("/reports"):
         assert [_hours_label(h) for h in (2.5, 0.25, 20 / 3600)] == ["2.5 giờ", "15 phút", "20 giây"]
