@@ -28,6 +28,7 @@ from controller.models import (
 from controller.runtime import services
 from controller.services import areas
 from controller.services import programme as svc_programme
+from controller.services.items import parse_date, parse_item
 from controller.services.programme import (
     LIVE_STATUSES,
     Placement,
@@ -42,20 +43,12 @@ from controller.services.timeline import timeline
 from schedules.events import now_ms
 from schedules.planner import occurrence_id
 from schedules.programme import (
-    KINDS,
-    MODES,
     ExtraSession,
     ProgrammeError,
     SessionTemplate,
     parse_hhmm,
-    validate_entry,
     validate_sessions,
 )
-
-MAX_SCHEDULE_AHEAD_MS = 400 * 24 * 3600 * 1000
-ITEM_FIELDS = ("kind", "bulletin_id", "fallback_bulletin_id", "relay_url", "duration_s", "title", "area", "targets",
-               "exclude", "priority", "session", "at", "start", "start_ms", "mode", "date", "weekdays", "date_from",
-               "date_to", "repeat", "gap_s", "order")
 
 
 def _tz() -> ZoneInfo:
@@ -65,41 +58,6 @@ def _tz() -> ZoneInfo:
 def _today(tz: ZoneInfo) -> date:
     """The local date now, by the same clock as everything else here (``now_ms``)."""
     return datetime.fromtimestamp(now_ms() / 1000, tz).date()
-
-
-def parse_local_time(text: str, tz: str) -> int:
-    """``2026-11-22 17:30:05`` (or ISO with ``T``) in the local zone -> UTC epoch ms."""
-    try:
-        dt = datetime.fromisoformat(text.strip())
-    except ValueError as exc:
-        raise ApiError(400, "schedule.bad_time", f"start {text!r} is not YYYY-MM-DD HH:MM[:SS]",
-                       "Thời gian phát không đúng dạng NNNN-TT-NN GG:PP.") from exc
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=ZoneInfo(tz))
-    return int(dt.timestamp() * 1000)
-
-
-def _date(value: Any, name: str) -> date | None:
-    if value in (None, ""):
-        return None
-    try:
-        return date.fromisoformat(str(value))
-    except ValueError as exc:
-        raise ApiError(400, "request.bad_date", f"{name} must be YYYY-MM-DD", f"Ngày ({name}) không hợp lệ.") from exc
-
-
-def _int(data: dict, name: str, default: int | None = None) -> int:
-    value = data.get(name, default)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ApiError(400, "request.bad_field", f"{name} must be an integer", f"Trường {name} phải là số nguyên.")
-    return value
-
-
-def _str_list(data: dict, name: str) -> list[str]:
-    value = data.get(name) or []
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value) or len(value) > 500:
-        raise ApiError(400, "request.bad_field", f"{name} must be a list of ids", f"Trường {name} không hợp lệ.")
-    return sorted(set(value))
 
 
 def item_json(p: ProgrammeItem) -> dict:
@@ -134,105 +92,11 @@ def _row_input(p: ProgrammeItem) -> dict:
     return {k: v for k, v in body.items() if v is not None}
 
 
-def _parse_item(principal: auth.Principal, db: Session, data: dict, creating: bool, now: int) -> dict:
-    """Validate a request body as of ``now``; returns the column values of the item (nothing is written).
-
-    Whether the item can still play is checked once it is a row (:func:`svc_programme.place`)."""
-    unknown = set(data) - set(ITEM_FIELDS)
-    if unknown:
-        raise ApiError(400, "request.unknown_field", f"unknown field(s): {', '.join(sorted(unknown))}",
-                       "Dữ liệu có trường không hợp lệ.")
-    bulletin = bulletin_in_scope(principal, _int(data, "bulletin_id")) if data.get("bulletin_id") is not None else None
-    kind = str(data.get("kind") or ("relay" if data.get("relay_url") else
-                                    "text" if bulletin is not None and bulletin.kind == "text" else "audio"))
-    if kind not in KINDS:
-        raise ApiError(400, "item.bad_kind", f"kind must be one of {', '.join(KINDS)}", "Loại mục không hợp lệ.")
-    fallback = None
-    if kind == "separator" and bulletin is None:
-        duration_ms = _int(data, "duration_s") * 1000  # silence between items
-    elif kind == "relay":
-        duration_ms = _int(data, "duration_s") * 1000
-        if data.get("fallback_bulletin_id") is not None:
-            fallback = bulletin_in_scope(principal, _int(data, "fallback_bulletin_id"))
-        bulletin = None
-    else:
-        if bulletin is None:
-            raise ApiError(400, "item.no_bulletin", "bulletin_id is required", "Cần chọn bản tin.")
-        if bulletin.status != "ready" or bulletin.media is None:
-            raise ApiError(409, "bulletin.not_ready", f"bulletin is {bulletin.status}, not ready",
-                           "Bản tin chưa xử lý xong, chưa thể xếp lịch.")
-        duration_ms = bulletin.media.duration_ms
-    owner = check_area(principal, str(data.get("area") or (bulletin.area_id if bulletin else principal.area_id or "")))
-    targets = _str_list(data, "targets") or [owner.id]
-    for t in targets:
-        check_area(principal, t)
-    exclude = _str_list(data, "exclude")
-    for rx_id in exclude:
-        rx = db.get(Receiver, rx_id)
-        if rx is None or not any(areas.is_within(db, rx.area_id, t) for t in targets):
-            raise ApiError(400, "item.bad_exclude", f"receiver {rx_id!r} is not in the target areas",
-                           "Cụm loa loại trừ không thuộc địa bàn đã chọn.")
-    tz = current_app.config["TIMEZONE"]
-    mode = str(data.get("mode") or "once")
-    day = _date(data.get("date"), "date")
-    at = None
-    start_ms = None
-    if "start" in data or "start_ms" in data:
-        if "start_ms" in data:
-            start_ms = _int(data, "start_ms")
-        elif isinstance(data.get("start"), str):
-            start_ms = parse_local_time(data["start"], tz)
-        else:
-            raise ApiError(400, "schedule.bad_time", "start must be local time text", "Cần chọn thời gian phát.")
-        if start_ms < now:
-            when = datetime.fromtimestamp(start_ms / 1000, ZoneInfo(tz)).strftime("%d/%m/%Y %H:%M")
-            raise ApiError(422, "schedule.in_past", f"the start time has passed ({when})",
-                           f"Thời gian phát đã qua ({when}).")
-        if start_ms > now + MAX_SCHEDULE_AHEAD_MS:
-            raise ApiError(422, "schedule.too_far", "the start time is more than 400 days ahead",
-                           "Thời gian phát quá xa (hơn 400 ngày).")
-        local = datetime.fromtimestamp(start_ms / 1000, ZoneInfo(tz))
-        mode, day, at = "once", local.date(), local.time().replace(microsecond=0)
-    elif data.get("at") is not None:
-        at = parse_hhmm(str(data["at"]))
-    session_key = str(data["session"]) if data.get("session") else None
-    if session_key is not None and at is not None:
-        raise ProgrammeError("item.bad_placement", "place the item either in a session or at a time, not both",
-                             "Chọn buổi phát hoặc giờ phát cụ thể (một trong hai).")
-    if session_key is None and at is None:
-        raise ApiError(400, "schedule.bad_time", "give a session, a time of day (at) or a start",
-                       "Cần chọn buổi phát hoặc giờ phát.")
-    weekdays = data.get("weekdays") or []
-    if not isinstance(weekdays, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in weekdays):
-        raise ApiError(400, "item.bad_weekday", "weekdays are integers 0 (Monday) to 6 (Sunday)",
-                       "Thứ trong tuần không hợp lệ.")
-    if mode not in MODES:
-        raise ApiError(400, "item.bad_mode", f"mode must be one of {', '.join(MODES)}", "Chế độ phát không hợp lệ.")
-    values = dict(
-        kind=kind, title=(str(data["title"]).strip()[:300] or None) if data.get("title") else None,
-        bulletin_id=bulletin.id if bulletin else None, fallback_bulletin_id=fallback.id if fallback else None,
-        relay_url=str(data.get("relay_url") or "").strip()[:1000] or None if kind == "relay" else None,
-        area_id=owner.id, targets=json.dumps(targets) if targets != [owner.id] else None,
-        exclude=json.dumps(exclude) if exclude else None, duration_ms=duration_ms,
-        priority=str(data.get("priority") or "normal"), session_key=session_key,
-        at_s=time_to_seconds(at) if at is not None and session_key is None else None,
-        mode=mode, day=day.isoformat() if day else None, weekdays=weekdays_to_mask(weekdays) if weekdays else 0,
-        date_from=(_date(data.get("date_from"), "date_from") or None),
-        date_to=(_date(data.get("date_to"), "date_to") or None),
-        repeat_count=_int(data, "repeat", 1), repeat_gap_s=_int(data, "gap_s", 0), sort_order=_int(data, "order", 0),
-        start_ms=start_ms,
-    )
-    if any(not 0 <= d <= 6 for d in weekdays):
-        raise ApiError(400, "item.bad_weekday", "weekdays are 0 (Monday) to 6 (Sunday)", "Thứ trong tuần không hợp lệ.")
-    probe = ProgrammeItem(**{**values, "date_from": values["date_from"].isoformat() if values["date_from"] else None,
-                             "date_to": values["date_to"].isoformat() if values["date_to"] else None})
-    probe.bulletin, probe.fallback = bulletin, fallback
-    entry = entry_from_row(probe)
-    validate_entry(entry)
-    svc_programme.check_sessions_of_targets(db, entry)
-    values["date_from"] = probe.date_from
-    values["date_to"] = probe.date_to
-    return values
+def _parse(principal: auth.Principal, db: Session, data: dict, now: int) -> dict:
+    """The item's column values from a request body, ids looked up within the caller's areas."""
+    return parse_item(principal, db, data, now, current_app.config["TIMEZONE"],
+                      bulletin_of=lambda bid: bulletin_in_scope(principal, bid),
+                      area_of=lambda area_id: check_area(principal, area_id))
 
 
 def _changed() -> None:
@@ -276,7 +140,7 @@ def create_item(principal):
         raise ApiError(400, "request.not_json", "body must be a JSON object", "Dữ liệu gửi lên không hợp lệ.")
     db = get_db()
     now = now_ms()
-    values = _parse_item(principal, db, data, creating=True, now=now)
+    values = _parse(principal, db, data, now)
     row = ProgrammeItem(**values, status="draft", created_by=principal.id, created_ms=now)
     db.add(row)
     db.flush()
@@ -345,7 +209,7 @@ def update_item(principal, item_id: int):
         for k in ("session", "at", "start", "start_ms"):
             if k not in data:
                 merged.pop(k, None)
-    values = _parse_item(principal, db, merged, creating=False, now=now)
+    values = _parse(principal, db, merged, now)
     before = {k: getattr(row, k) for k in PLACEMENT_COLUMNS}
     was_approved, since = row.status == "approved", row.approved_ms
     for key, value in values.items():
@@ -483,7 +347,7 @@ def add_extra_session(principal, area_id: str):
     db = get_db()
     area = check_area(principal, area_id)
     data = request.get_json(silent=True) or {}
-    day = _date(data.get("date"), "date")
+    day = parse_date(data.get("date"), "date")
     if day is None:
         raise ApiError(400, "request.bad_date", "date is required", "Cần chọn ngày.")
     if day < _today(_tz()):
@@ -529,7 +393,7 @@ def get_timeline(principal, area_id: str):
     db = get_db()
     area = check_area(principal, area_id)
     tz = _tz()
-    first = _date(request.args.get("date"), "date") or _today(tz)
+    first = parse_date(request.args.get("date"), "date") or _today(tz)
     try:
         days = int(request.args.get("days", "1"))
     except ValueError:
