@@ -20,6 +20,7 @@ from controller.models import Event, Fault, FaultAck, User
 from controller.pages import common
 from controller.runtime import services
 from controller.services import areas, health, reports
+from controller.services.charts import coordinate_plot, line_chart
 from schedules import topics
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ def clusters_page():
     per_area = health.per_area(db, visible, now)
     names = {a.id: a.name for a in area_list}
     points = health.map_points(db, visible, now)
-    plot = health.coordinate_plot(points, link=lambda rx: url_for("clusters.cluster_page", rx_id=rx))
+    plot = coordinate_plot(points, link=lambda rx: url_for("clusters.cluster_page", rx_id=rx))
     return render_template("clusters.html", principal=principal, table=table, summary=summary, per_area=per_area,
                            names=names, areas=area_list, chosen=chosen, status=status, sort=sort, desc=desc,
                            q=request.args.get("q", ""), plot=plot, n_points=len(points), health=health,
@@ -87,15 +88,15 @@ def cluster_page(rx_id: str):
         return [(h["bucket_ms"], h[key]) for h in hist]
 
     charts = {
-        "beats": health.line_chart([("Số nhịp", "#2b9348", [(h["bucket_ms"], h["beats"]) for h in hist])], since, now,
+        "beats": line_chart([("Số nhịp", "#2b9348", [(h["bucket_ms"], h["beats"]) for h in hist])], since, now,
                                    label=_("Nhịp tim mỗi 15 phút"), fmt_x=fmt_x, y_min=0, y_max=30),
-        "offset": health.line_chart([("Trung bình", "#3a86ff", pts("offset_avg"))], since, now, unit=" ms",
+        "offset": line_chart([("Trung bình", "#3a86ff", pts("offset_avg"))], since, now, unit=" ms",
                                     label=_("Lệch đồng hồ (ms)"), fmt_x=fmt_x,
                                     band=[(h["bucket_ms"], h["offset_min"], h["offset_max"]) for h in hist]),
-        "signal": health.line_chart([("Trung bình", "#8338ec", pts("signal_avg"))], since, now, unit="",
+        "signal": line_chart([("Trung bình", "#8338ec", pts("signal_avg"))], since, now, unit="",
                                     label=_("Sóng 4G (dBm)"), fmt_x=fmt_x,
                                     band=[(h["bucket_ms"], h["signal_min"], h["signal_max"]) for h in hist]),
-        "temp": health.line_chart([("Cao nhất", "#e63946", pts("temp_max")), ("Trung bình", "#f4a261",
+        "temp": line_chart([("Cao nhất", "#e63946", pts("temp_max")), ("Trung bình", "#f4a261",
                                    pts("temp_avg"))], since, now, unit="°", label=_("Nhiệt độ (°C)"), fmt_x=fmt_x),
     }
     hb = None

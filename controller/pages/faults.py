@@ -14,6 +14,7 @@ from controller.db import get_db
 from controller.models import Fault, FaultAck, Receiver
 from controller.pages import common
 from controller.services import faults, health
+from controller.services.charts import share_chart
 
 logger = logging.getLogger(__name__)
 bp = Blueprint("faults", __name__)
@@ -38,7 +39,7 @@ def faults_page():
     since = now - days * 86_400_000
     step = 3600_000 if days == 7 else 6 * 3600_000
     share = health.working_share(db, visible, since - since % step, now, step)
-    chart = health.share_chart(share, since - since % step, now, lambda ms: common.local_time(ms, "%d/%m"),
+    chart = share_chart(share, since - since % step, now, lambda ms: common.local_time(ms, "%d/%m"),
                                _("Tỉ lệ cụm loa hoạt động"))
     stats = health.fault_stats(db, visible, since)
     names = {a.id: a.name for a in area_list}
