@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from audio import pipeline, tts
 from audio.errors import AudioError
-from controller.api import bp, bulletin_in_scope, check_area, require
+from controller.api import bp, bulletin_in_scope, check_area, json_body, require
 from controller.db import get_db
 from controller.errors import ApiError
 from controller.models import Bulletin, ProgrammeItem
@@ -93,13 +93,6 @@ def _tts_request(body: dict) -> TtsRequest:
     return TtsRequest(text=text, engine=engine, voice=voice, repeat=repeat, repeat_gap_s=gap, **jingles)
 
 
-def _json_body() -> dict:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise ApiError(400, "request.bad_json", "a JSON object is required", "Dữ liệu gửi lên không hợp lệ.")
-    return body
-
-
 @bp.post("/bulletins/tts")
 @require("operator")
 def create_text_bulletin(principal):
@@ -108,7 +101,7 @@ def create_text_bulletin(principal):
     The text is normalised and spoken in the worker pool, then goes through the
     same loudness normalisation as uploads; the engine that spoke is recorded.
     """
-    body = _json_body()
+    body = json_body(code="request.bad_json", message="a JSON object is required")
     title = _title(body.get("title"))
     area = check_area(principal, str(body.get("area") or principal.area_id or "").strip())
     req = _tts_request(body)
@@ -128,7 +121,7 @@ def preview_text_bulletin(principal):
 
     Headers ``X-Loaxa-TTS-Engine`` and ``X-Loaxa-TTS-Voice`` name what spoke.
     """
-    body = _json_body()
+    body = json_body(code="request.bad_json", message="a JSON object is required")
     check_area(principal, str(body.get("area") or principal.area_id or "").strip())
     result = services().catalogue.preview(_tts_request(body))
     resp = Response(result.data, mimetype=result.mimetype)

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from controller import auth
-from controller.api import bp, bulletin_in_scope, check_area, require
+from controller.api import bp, bulletin_in_scope, check_area, json_body, require
 from controller.db import get_db
 from controller.errors import FORBIDDEN, ApiError
 from controller.models import (
@@ -135,9 +135,7 @@ def create_item(principal):
     Refused with 422 when none of its occurrences can still start (``schedule.in_past``) or its
     session is on air without room for it (``schedule.session_full``); a draft is held to the same
     test, as if approved now, since waiting only makes it harder to pass."""
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        raise ApiError(400, "request.not_json", "body must be a JSON object", "Dữ liệu gửi lên không hợp lệ.")
+    data = json_body()
     db = get_db()
     now = now_ms()
     values = _parse(principal, db, data, now)
@@ -198,9 +196,7 @@ def update_item(principal, item_id: int):
     An approved item that stays approved keeps its place while where and when it plays do not change
     (an occurrence under way or played goes on as it was); a new placement counts from now and is held
     to the same tests as a new item."""
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        raise ApiError(400, "request.not_json", "body must be a JSON object", "Dữ liệu gửi lên không hợp lệ.")
+    data = json_body()
     db = get_db()
     row = _item_in_scope(principal, item_id)
     now = now_ms()
@@ -266,7 +262,7 @@ def reject_item(principal, item_id: int):
 def _decide(principal, item_id: int, approve: bool):
     db = get_db()
     row = _item_in_scope(principal, item_id)
-    reason = str((request.get_json(silent=True) or {}).get("reason", ""))
+    reason = str(json_body(optional=True).get("reason", ""))
     try:
         placement = svc_programme.decide(db, principal, row, approve, reason, tz_name=current_app.config["TIMEZONE"])
     except svc_programme.ApprovalRefused as exc:
@@ -320,8 +316,8 @@ def put_sessions(principal, area_id: str):
     """Replace the area's own session templates (an empty list restores the level defaults)."""
     db = get_db()
     area = check_area(principal, area_id)
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict) or not isinstance(data.get("sessions"), list):
+    data = json_body(message='body must be {"sessions": [...]}')
+    if not isinstance(data.get("sessions"), list):
         raise ApiError(400, "request.not_json", "body must be {\"sessions\": [...]}", "Dữ liệu gửi lên không hợp lệ.")
     templates = [_template_from(s) for s in data["sessions"]]
     validate_sessions(templates)
@@ -346,7 +342,7 @@ def add_extra_session(principal, area_id: str):
     """Add a session for one day (storm season): ``{date, key, name, start, end}``."""
     db = get_db()
     area = check_area(principal, area_id)
-    data = request.get_json(silent=True) or {}
+    data = json_body(optional=True)
     day = parse_date(data.get("date"), "date")
     if day is None:
         raise ApiError(400, "request.bad_date", "date is required", "Cần chọn ngày.")
