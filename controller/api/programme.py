@@ -12,12 +12,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from controller import auth
-from controller.api import bp, bulletin_in_scope, check_area, json_body, require
+from controller.api import area_or_404, bp, bulletin_in_scope, check_area, json_body, require
 from controller.db import get_db
 from controller.errors import FORBIDDEN, ApiError
 from controller.models import (
     ApiToken,
-    Area,
     AuditEntry,
     ExtraSessionRow,
     ProgrammeItem,
@@ -144,7 +143,7 @@ def create_item(principal):
     db.flush()
     placement = svc_programme.place(db, row, now, now, current_app.config["TIMEZONE"])
     audit(db, principal.id, "create", "programme_item", row.id, _audited(values))
-    owner = db.get(Area, row.area_id)
+    owner = area_or_404(row.area_id)
     if svc_programme.can_approve(principal, db, row) and not owner.require_distinct_approver:
         row.status, row.approved_by, row.approved_ms = "approved", principal.id, now
         audit(db, principal.id, "approve", "programme_item", row.id, {"auto": True})
@@ -212,7 +211,7 @@ def update_item(principal, item_id: int):
         setattr(row, key, value)
     moved = any(getattr(row, k) != v for k, v in before.items())
     audit(db, principal.id, "update", "programme_item", row.id, _audited(values))
-    owner = db.get(Area, row.area_id)
+    owner = area_or_404(row.area_id)
     placement = None
     if svc_programme.can_approve(principal, db, row) and not owner.require_distinct_approver:
         keep = was_approved and since is not None and not moved
@@ -306,8 +305,10 @@ def _template_from(raw: Any) -> SessionTemplate:
     days = raw.get("weekdays", [0, 1, 2, 3, 4, 5])
     if not isinstance(days, list) or not all(isinstance(d, int) and 0 <= d <= 6 for d in days):
         raise ApiError(400, "session.bad_weekday", "weekdays are 0-6", "Thứ trong tuần không hợp lệ.")
-    return SessionTemplate(str(raw["key"])[:40], str(raw["name"])[:100], parse_hhmm(raw.get("start")),
-                           parse_hhmm(raw.get("end")), frozenset(days))
+    start: Any = raw.get("start")  # JSON of any type: parse_hhmm refuses what is not HH:MM
+    end: Any = raw.get("end")
+    return SessionTemplate(str(raw["key"])[:40], str(raw["name"])[:100], parse_hhmm(start), parse_hhmm(end),
+                           frozenset(days))
 
 
 @bp.put("/areas/<path:area_id>/sessions")
@@ -349,7 +350,7 @@ def add_extra_session(principal, area_id: str):
     if day < _today(_tz()):
         raise ApiError(422, "session.in_past", "the day has passed", "Ngày đã qua.")
     t = _template_from({**data, "weekdays": [day.weekday()]})
-    same_day = [s for s in templates_of(db, area) if day.weekday() in s.weekdays]
+    same_day: list[SessionTemplate | ExtraSession] = [s for s in templates_of(db, area) if day.weekday() in s.weekdays]
     same_day += [ExtraSession(area.id, day, x.key, x.name, seconds_to_time(x.start_s), seconds_to_time(x.end_s))
                  for x in db.scalars(select(ExtraSessionRow).where(ExtraSessionRow.area_id == area.id,
                                                                    ExtraSessionRow.day == day.isoformat()))]

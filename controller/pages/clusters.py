@@ -44,7 +44,8 @@ def clusters_page():
     visible, chosen, area_list = common.scope(principal)
     now = common.now_ms()
     status = request.args.get("status") if request.args.get("status") in health.STATUSES else None
-    sort = request.args.get("sort") if request.args.get("sort") in health.SORTS else "name"
+    sort = request.args.get("sort", "name")
+    sort = sort if sort in health.SORTS else "name"
     desc = request.args.get("dir") == "desc"
     table = health.clusters(db, visible, now, status=status, q=request.args.get("q"), sort=sort, desc=desc,
                             page=common.int_arg("page", 1), per_page=common.int_arg("per_page", 50, 10, 200))
@@ -76,7 +77,8 @@ def cluster_page(rx_id: str):
     rx = common.receiver_or_404(principal, rx_id)
     db = get_db()
     now = common.now_ms()
-    span_key = request.args.get("range") if request.args.get("range") in RANGES else "24h"
+    span_key = request.args.get("range", "24h")
+    span_key = span_key if span_key in RANGES else "24h"
     since = now - RANGES[span_key]
     hist = health.history(db, rx.id, since, now)
     fmt = "%H:%M" if span_key == "24h" else "%d/%m"

@@ -98,11 +98,13 @@ def _area_panel(db, visible: set[str], nodes, programme, rows: list[dict], now: 
             playing.setdefault(r["area_id"], []).append(r["item"].title)
     today = datetime.fromtimestamp(now / 1000, tz).date()
     names = {a.id: a.name for a in db.scalars(select(Area).where(Area.id.in_(list(status))))}
-    panel = []
+    panel: list[dict] = []
     for area_id in sorted(status, key=lambda a: (a.count("/"), names.get(a, a)))[:300]:
         node = by_id.get(area_id)
         slots = session_slots(node, programme, today, tz) if node is not None else []
-        chain, up = [], area_id  # what plays here now: this area's items and those of the areas above
+        # What plays here now: this area's items and those of the areas above.
+        chain: list[str] = []
+        up: str | None = area_id
         while up is not None:
             chain += playing.get(up, [])
             up = parent.get(up)

@@ -72,7 +72,7 @@ def programme_page():
     for row in db.scalars(select(ProgrammeItem).where(ProgrammeItem.status.in_(("draft", "approved")),
                                                       ProgrammeItem.session_key.is_not(None))
                           .order_by(ProgrammeItem.sort_order, ProgrammeItem.id)):
-        if area.id in targets_of(row):
+        if row.session_key is not None and area.id in targets_of(row):  # not None: the WHERE says so
             in_sessions.setdefault(row.session_key, []).append(row)
     return render_template("programme.html", principal=principal, area=area, areas=area_list, first=first,
                            days=days, rows=rows, tl=tl, lost=lost, cut=cut, drafts=drafts, in_sessions=in_sessions,

@@ -59,9 +59,9 @@ def line_chart(series: list[tuple[str, str, list[tuple[int, float | None]]]], si
     gap = 2 * BUCKET_MS + 1
     if band:
         for seg in _segments([(ms, (a, b)) for ms, a, b in band if a is not None and b is not None], gap):
-            pts = [f"{x(ms):.1f},{y(b):.1f}" for ms, (_, b) in seg] + \
-                  [f"{x(ms):.1f},{y(a):.1f}" for ms, (a, _) in reversed(seg)]
-            parts.append(f'<polygon points="{" ".join(pts)}" fill="#3a86ff" fill-opacity="0.15"/>')
+            outline = [f"{x(ms):.1f},{y(b):.1f}" for ms, (_, b) in seg] + \
+                      [f"{x(ms):.1f},{y(a):.1f}" for ms, (a, _) in reversed(seg)]
+            parts.append(f'<polygon points="{" ".join(outline)}" fill="#3a86ff" fill-opacity="0.15"/>')
     for name, colour, pts in series:
         for seg in _segments([(ms, v) for ms, v in pts if v is not None], gap):
             if len(seg) == 1:

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app, has_app_context
-from sqlalchemy import JSON, and_, case, cast, exists, false, func, select, type_coerce
+from sqlalchemy import JSON, and_, case, cast, delete, exists, false, func, select, type_coerce
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from controller.db import rowcount
 from controller.i18n import N_
 from controller.models import AreaActivity, Fault, FaultAck, HeartbeatBucket, Receiver
 from schedules.heartbeat import Heartbeat, HeartbeatError
@@ -130,9 +131,10 @@ def _count_working(db: Session, rx_id: str, bucket: int) -> None:
 def prune_history(db: Session, keep_days: int, now: int) -> int:
     """Delete buckets older than ``keep_days``; returns how many went."""
     cutoff = now - keep_days * 86_400_000
-    db.execute(AreaActivity.__table__.delete().where(AreaActivity.bucket_ms < cutoff))
-    result = db.execute(HeartbeatBucket.__table__.delete().where(HeartbeatBucket.bucket_ms < cutoff))
-    return result.rowcount or 0
+    plain = {"synchronize_session": False}  # plain DELETEs, as on the tables: no object in the session is touched
+    db.execute(delete(AreaActivity).where(AreaActivity.bucket_ms < cutoff).execution_options(**plain))
+    result = db.execute(delete(HeartbeatBucket).where(HeartbeatBucket.bucket_ms < cutoff).execution_options(**plain))
+    return rowcount(result)
 
 
 def history(db: Session, rx_id: str, since_ms: int, until_ms: int) -> list[dict[str, Any]]:
@@ -283,8 +285,9 @@ def _row(r, lost: int | None = None) -> dict[str, Any]:
             "temperature": fields["temperature_c"], "playing": fields["playing"]}
 
 
-def summary(db: Session, visible: set[str], now: int) -> dict[str, int]:
-    """How many clusters in ``visible`` are ok, faulty, offline, and in all."""
+def summary(db: Session, visible: set[str], now: int) -> dict[str, int | None]:
+    """How many clusters in ``visible`` are ok, faulty, offline, and in all (``unknown_since_ms``: None or
+    when the broker was lost)."""
     online = online_clause(now)
     faulty = open_fault_clause()
     total = db.scalar(select(func.count()).select_from(Receiver).where(in_fleet(visible))) or 0

@@ -137,7 +137,9 @@ def parse_item(principal: auth.Principal, db: Session, data: dict, now: int, tz:
                        "Thứ trong tuần không hợp lệ.")
     if mode not in MODES:
         raise ApiError(400, "item.bad_mode", f"mode must be one of {', '.join(MODES)}", "Chế độ phát không hợp lệ.")
-    values = dict(
+    date_from = parse_date(data.get("date_from"), "date_from")
+    date_to = parse_date(data.get("date_to"), "date_to")
+    values: dict[str, Any] = dict(  # the item's columns, of their several types
         kind=kind, title=(str(data["title"]).strip()[:300] or None) if data.get("title") else None,
         bulletin_id=bulletin.id if bulletin else None, fallback_bulletin_id=fallback.id if fallback else None,
         relay_url=str(data.get("relay_url") or "").strip()[:1000] or None if kind == "relay" else None,
@@ -146,15 +148,14 @@ def parse_item(principal: auth.Principal, db: Session, data: dict, now: int, tz:
         priority=str(data.get("priority") or "normal"), session_key=session_key,
         at_s=time_to_seconds(at) if at is not None and session_key is None else None,
         mode=mode, day=day.isoformat() if day else None, weekdays=weekdays_to_mask(weekdays) if weekdays else 0,
-        date_from=(parse_date(data.get("date_from"), "date_from") or None),
-        date_to=(parse_date(data.get("date_to"), "date_to") or None),
+        date_from=date_from, date_to=date_to,
         repeat_count=_int(data, "repeat", 1), repeat_gap_s=_int(data, "gap_s", 0), sort_order=_int(data, "order", 0),
         start_ms=start_ms,
     )
     if any(not 0 <= d <= 6 for d in weekdays):
         raise ApiError(400, "item.bad_weekday", "weekdays are 0 (Monday) to 6 (Sunday)", "Thứ trong tuần không hợp lệ.")
-    probe = ProgrammeItem(**{**values, "date_from": values["date_from"].isoformat() if values["date_from"] else None,
-                             "date_to": values["date_to"].isoformat() if values["date_to"] else None})
+    probe = ProgrammeItem(**{**values, "date_from": date_from.isoformat() if date_from else None,
+                             "date_to": date_to.isoformat() if date_to else None})
     probe.bulletin, probe.fallback = bulletin, fallback
     entry = entry_from_row(probe)
     validate_entry(entry)
