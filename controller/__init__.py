@@ -29,7 +29,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     cfg.finalize(app.config)
     security.init_app(app)  # cookie flags (Secure follows PUBLIC_URL) and the CSP and other headers
 
-    from controller import api, auth, db, i18n, labels, media, runtime, web
+    from controller import api, auth, db, i18n, labels, media, pages, runtime
 
     db.init_app(app)
     auth.init_app(app)
@@ -39,8 +39,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     csrf.exempt(api.bp)  # the API takes credentials in headers only, never cookies
     app.register_blueprint(api.bp)
     app.register_blueprint(media.bp)
-    app.register_blueprint(web.bp)
-    app.register_blueprint(__import__("controller.web_status", fromlist=["bp"]).bp)  # clusters, faults, reports
+    for page_bp in pages.BLUEPRINTS:  # login, overview, bulletins, programme, clusters, faults, reports, admin
+        app.register_blueprint(page_bp)
     app.add_template_filter(lambda s: json.loads(s) if s else {}, "fromjson")
     runtime.init_app(app)
     return app

@@ -43,7 +43,7 @@ from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash
 from wtforms import ValidationError
 
-from controller.db import get_db
+from controller.db import get_db, rowcount
 from controller.models import ROLES, ApiToken, LoginThrottle, Receiver, User
 from controller.services import areas
 from schedules.events import now_ms
@@ -190,8 +190,9 @@ def _record_failure(db: Session, address: str, username: str, now: int) -> None:
 
 def clear_throttle(db: Session, username: str) -> int:
     """Forget every failed login counted against ``username`` (from any address); the caller commits."""
-    return db.execute(delete(LoginThrottle).where(LoginThrottle.kind == "account",
-                                                  LoginThrottle.username == username[:80])).rowcount or 0
+    result = db.execute(delete(LoginThrottle).where(LoginThrottle.kind == "account",
+                                                    LoginThrottle.username == username[:80]))
+    return rowcount(result)
 
 
 def throttled_until(db: Session, usernames: list[str]) -> dict[str, int]:
@@ -200,7 +201,7 @@ def throttled_until(db: Session, usernames: list[str]) -> dict[str, int]:
                       .where(LoginThrottle.kind == "account", LoginThrottle.username.in_(usernames),
                              LoginThrottle.blocked_until_ms > now_ms())
                       .group_by(LoginThrottle.username))
-    return {name: until for name, until in rows}
+    return {name: until for name, until in rows if until is not None}  # not None: the WHERE compared it
 
 
 @contextmanager

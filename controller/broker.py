@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any, BinaryIO
 
 logger = logging.getLogger(__name__)
 
@@ -63,10 +64,10 @@ class EmbeddedBroker:
         self.port = 0
         self.kind = ""
         self._proc: subprocess.Popen[bytes] | None = None
-        self._log = None
+        self._log: BinaryIO | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._amqtt = None
+        self._amqtt: Any = None  # amqtt.broker.Broker, imported only when there is no Mosquitto (no type information)
 
     @property
     def url(self) -> str:
@@ -130,14 +131,14 @@ class EmbeddedBroker:
             "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
         }
         ready = threading.Event()
-        self._loop = asyncio.new_event_loop()
+        loop = self._loop = asyncio.new_event_loop()
 
         def serve() -> None:
-            asyncio.set_event_loop(self._loop)
-            self._amqtt = Broker(config, loop=self._loop)
-            self._loop.run_until_complete(self._amqtt.start())
+            asyncio.set_event_loop(loop)
+            self._amqtt = broker = Broker(config, loop=loop)
+            loop.run_until_complete(broker.start())
             ready.set()
-            self._loop.run_forever()
+            loop.run_forever()
 
         self._thread = threading.Thread(target=serve, name="amqtt-broker", daemon=True)
         self._thread.start()

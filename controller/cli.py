@@ -66,9 +66,9 @@ def run(host: str | None, port: int | None, demo: bool) -> None:
     finally:
         server.close()
         if simulator is not None:
-            from controller import demo
+            from controller.demo import stop_receivers  # `demo` here is the --demo flag
 
-            demo.stop_receivers(simulator)
+            stop_receivers(simulator)
         svc.stop()
 
 

@@ -7,12 +7,13 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from flask import Flask, current_app, g
-from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy import CursorResult, create_engine, event
+from sqlalchemy.engine import Engine, Result
 from sqlalchemy.orm import Session, sessionmaker
 
 logger = logging.getLogger(__name__)
@@ -113,3 +114,9 @@ def _close_session(_exc: BaseException | None) -> None:
     session = g.pop("db", None)
     if session is not None:
         session.close()
+
+
+def rowcount(result: Result[Any]) -> int:
+    """How many rows a DELETE or UPDATE matched (``Session.execute`` is typed as returning a ``Result``;
+    for DML it is a ``CursorResult``, which has the count)."""
+    return cast(CursorResult, result).rowcount or 0

@@ -88,7 +88,7 @@ def _demo_bulletin(app: Flask) -> None:
                 svc.catalogue.process_now(db, bulletin, src)
         if bulletin.media is None:
             db.refresh(bulletin)
-        if bulletin.status != "ready":
+        if bulletin.status != "ready" or bulletin.media is None:
             logger.error("demo bulletin could not be prepared: %s", bulletin.error_message)
             return
         now = now_ms()

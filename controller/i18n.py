@@ -64,4 +64,4 @@ def init_app(app: Flask) -> None:
             session["lang"] = code
         from controller.auth import local_path  # local: the language switch is all this module needs of auth
 
-        return redirect(local_path(request.args.get("next")) or url_for("web.overview"))
+        return redirect(local_path(request.args.get("next")) or url_for("overview.overview"))

@@ -198,8 +198,8 @@ def init_app(app: Flask) -> None:
 
 def _broker_banner() -> dict:
     """Every page says so while the controller has lost the broker: no status it shows is current."""
+    from controller.pages.common import local_time
     from controller.services import health
-    from controller.web import local_time
 
     lost = health.broker_lost_since()
     return {"broker_lost_since": local_time(lost, "%H:%M:%S %d/%m/%Y") if lost is not None else None}

@@ -194,13 +194,17 @@ def require(role: str):
     return wrap
 
 
-def json_body(*, optional: bool = False) -> dict:
-    """The request's JSON object; 400 ``request.not_json`` otherwise (an empty body is ``{}`` if ``optional``)."""
+def json_body(*, optional: bool = False, code: str = "request.not_json",
+              message: str = "body must be a JSON object") -> dict:
+    """The request's JSON object; 400 ``code`` otherwise (an empty body is ``{}`` if ``optional``).
+
+    The one reader of JSON bodies for every view: what it reads has passed :func:`_guard_request`
+    (413 ``request.too_large``, 400 ``request.too_deep``, numbers in range)."""
     data = request.get_json(silent=True)
     if data is None and optional and not request.get_data():
         return {}
     if not isinstance(data, dict):
-        raise ApiError(400, "request.not_json", "body must be a JSON object", "Dữ liệu gửi lên không hợp lệ.")
+        raise ApiError(400, code, message, "Dữ liệu gửi lên không hợp lệ.")
     return data
 
 

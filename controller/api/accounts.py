@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from flask import jsonify, request
+from flask import jsonify
 from sqlalchemy import select
 
 from controller import auth
-from controller.api import bp, require
+from controller.api import bp, json_body, require
 from controller.db import get_db
 from controller.errors import ApiError
 from controller.models import ApiToken
@@ -18,8 +18,7 @@ from schedules.events import now_ms
 @require("viewer")
 def create_token(principal):
     """Make a token for the caller (``{"name": ...}``); the token is shown once."""
-    body = request.get_json(silent=True)
-    name = str(body.get("name", "") if isinstance(body, dict) else "").strip()
+    name = str(json_body(optional=True).get("name", "")).strip()
     if not name or len(name) > 100:
         raise ApiError(400, "token.bad_name", "name is required (at most 100 characters)",
                        "Cần đặt tên cho mã truy cập (tối đa 100 ký tự).")

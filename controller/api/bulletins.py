@@ -9,13 +9,13 @@ from sqlalchemy import select
 
 from audio import pipeline, tts
 from audio.errors import AudioError
-from controller.api import bp, bulletin_in_scope, check_area, require
+from controller.api import bp, bulletin_in_scope, check_area, json_body, require
 from controller.db import get_db
 from controller.errors import ApiError
 from controller.models import Bulletin, ProgrammeItem
 from controller.runtime import services
 from controller.services import areas
-from controller.services.catalogue import TtsRequest
+from controller.services.catalogue import Catalogue, TtsRequest
 from controller.services.programme import can_approve
 from schedules.events import now_ms
 
@@ -93,11 +93,12 @@ def _tts_request(body: dict) -> TtsRequest:
     return TtsRequest(text=text, engine=engine, voice=voice, repeat=repeat, repeat_gap_s=gap, **jingles)
 
 
-def _json_body() -> dict:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise ApiError(400, "request.bad_json", "a JSON object is required", "Dữ liệu gửi lên không hợp lệ.")
-    return body
+def _catalogue() -> Catalogue:
+    """The running app's catalogue (its services are attached by the app factory)."""
+    svc = services()
+    if svc is None:
+        raise RuntimeError("no services on this app: create it with controller.create_app")
+    return svc.catalogue
 
 
 @bp.post("/bulletins/tts")
@@ -108,7 +109,7 @@ def create_text_bulletin(principal):
     The text is normalised and spoken in the worker pool, then goes through the
     same loudness normalisation as uploads; the engine that spoke is recorded.
     """
-    body = _json_body()
+    body = json_body(code="request.bad_json", message="a JSON object is required")
     title = _title(body.get("title"))
     area = check_area(principal, str(body.get("area") or principal.area_id or "").strip())
     req = _tts_request(body)
@@ -117,7 +118,7 @@ def create_text_bulletin(principal):
                         tts_voice=req.voice, created_by=principal.id, created_ms=now_ms(), updated_ms=now_ms())
     db.add(bulletin)
     db.commit()
-    services().catalogue.submit_tts(bulletin.id, req)
+    _catalogue().submit_tts(bulletin.id, req)
     return jsonify({"bulletin": bulletin_json(bulletin)}), 202
 
 
@@ -128,9 +129,9 @@ def preview_text_bulletin(principal):
 
     Headers ``X-Loaxa-TTS-Engine`` and ``X-Loaxa-TTS-Voice`` name what spoke.
     """
-    body = _json_body()
+    body = json_body(code="request.bad_json", message="a JSON object is required")
     check_area(principal, str(body.get("area") or principal.area_id or "").strip())
-    result = services().catalogue.preview(_tts_request(body))
+    result = _catalogue().preview(_tts_request(body))
     resp = Response(result.data, mimetype=result.mimetype)
     resp.headers["X-Loaxa-TTS-Engine"] = result.engine
     resp.headers["X-Loaxa-TTS-Voice"] = result.voice
@@ -143,7 +144,7 @@ def preview_text_bulletin(principal):
 @require("viewer")
 def tts_engines(principal):
     """Text-to-speech engines usable now, in the order they are tried, and the offline voices."""
-    settings = services().catalogue.tts_settings
+    settings = _catalogue().tts_settings
     return jsonify({"engines": tts.available(settings), "voices": list(tts.ESPEAK_VOICES),
                     "default_voice": settings.espeak_voice})
 
@@ -163,24 +164,24 @@ def upload_bulletin(principal):
         raise ApiError(400, "upload.missing_file", "multipart field 'file' is required", "Chưa chọn tệp âm thanh.")
     title = _title(title)
     area = check_area(principal, area_id)
-    svc = services()
+    catalogue = _catalogue()
     name = (upload.filename or "")[-300:].replace("\x00", "")
     try:
         pipeline.check_extension(name)
-        path = svc.catalogue.save_upload(upload.stream, int(current_app.config["MAX_UPLOAD_BYTES"]))
+        path = catalogue.save_upload(upload.stream, int(current_app.config["MAX_UPLOAD_BYTES"]))
     except AudioError as exc:
         if exc.code != "upload.unsupported_type":
             raise
         raise ApiError(415, exc.code, exc.message, exc.message_vi) from exc
     finally:
         upload.close()
-    svc.catalogue.check_upload(path, name)
+    catalogue.check_upload(path, name)
     db = get_db()
     bulletin = Bulletin(title=title, kind="audio", area_id=area.id, status="queued",
                         source_name=name, created_by=principal.id, created_ms=now_ms(), updated_ms=now_ms())
     db.add(bulletin)
     db.commit()
-    svc.catalogue.submit(bulletin.id, path, name)
+    catalogue.submit(bulletin.id, path, name)
     return jsonify({"bulletin": bulletin_json(bulletin)}), 202
 
 
@@ -201,6 +202,8 @@ def list_bulletins(principal):
                                                     ProgrammeItem.bulletin_id.in_([b.id for b in rows]),
                                                     ProgrammeItem.area_id.in_(visible)).order_by(ProgrammeItem.id))
     for item in drafts:
+        if item.bulletin_id is None:  # not so: the WHERE chose items of these bulletins
+            continue
         pending.setdefault(item.bulletin_id, []).append(
             {"id": item.id, "area": item.area_id, "session": item.session_key, "day": item.day, "mode": item.mode,
              "can_decide": can_approve(principal, db, item)})

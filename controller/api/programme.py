@@ -12,12 +12,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from controller import auth
-from controller.api import bp, bulletin_in_scope, check_area, require
+from controller.api import area_or_404, bp, bulletin_in_scope, check_area, json_body, require
 from controller.db import get_db
 from controller.errors import FORBIDDEN, ApiError
 from controller.models import (
     ApiToken,
-    Area,
     AuditEntry,
     ExtraSessionRow,
     ProgrammeItem,
@@ -28,6 +27,7 @@ from controller.models import (
 from controller.runtime import services
 from controller.services import areas
 from controller.services import programme as svc_programme
+from controller.services.items import parse_date, parse_item
 from controller.services.programme import (
     LIVE_STATUSES,
     Placement,
@@ -42,20 +42,12 @@ from controller.services.timeline import timeline
 from schedules.events import now_ms
 from schedules.planner import occurrence_id
 from schedules.programme import (
-    KINDS,
-    MODES,
     ExtraSession,
     ProgrammeError,
     SessionTemplate,
     parse_hhmm,
-    validate_entry,
     validate_sessions,
 )
-
-MAX_SCHEDULE_AHEAD_MS = 400 * 24 * 3600 * 1000
-ITEM_FIELDS = ("kind", "bulletin_id", "fallback_bulletin_id", "relay_url", "duration_s", "title", "area", "targets",
-               "exclude", "priority", "session", "at", "start", "start_ms", "mode", "date", "weekdays", "date_from",
-               "date_to", "repeat", "gap_s", "order")
 
 
 def _tz() -> ZoneInfo:
@@ -65,41 +57,6 @@ def _tz() -> ZoneInfo:
 def _today(tz: ZoneInfo) -> date:
     """The local date now, by the same clock as everything else here (``now_ms``)."""
     return datetime.fromtimestamp(now_ms() / 1000, tz).date()
-
-
-def parse_local_time(text: str, tz: str) -> int:
-    """``2026-11-22 17:30:05`` (or ISO with ``T``) in the local zone -> UTC epoch ms."""
-    try:
-        dt = datetime.fromisoformat(text.strip())
-    except ValueError as exc:
-        raise ApiError(400, "schedule.bad_time", f"start {text!r} is not YYYY-MM-DD HH:MM[:SS]",
-                       "Thời gian phát không đúng dạng NNNN-TT-NN GG:PP.") from exc
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=ZoneInfo(tz))
-    return int(dt.timestamp() * 1000)
-
-
-def _date(value: Any, name: str) -> date | None:
-    if value in (None, ""):
-        return None
-    try:
-        return date.fromisoformat(str(value))
-    except ValueError as exc:
-        raise ApiError(400, "request.bad_date", f"{name} must be YYYY-MM-DD", f"Ngày ({name}) không hợp lệ.") from exc
-
-
-def _int(data: dict, name: str, default: int | None = None) -> int:
-    value = data.get(name, default)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ApiError(400, "request.bad_field", f"{name} must be an integer", f"Trường {name} phải là số nguyên.")
-    return value
-
-
-def _str_list(data: dict, name: str) -> list[str]:
-    value = data.get(name) or []
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value) or len(value) > 500:
-        raise ApiError(400, "request.bad_field", f"{name} must be a list of ids", f"Trường {name} không hợp lệ.")
-    return sorted(set(value))
 
 
 def item_json(p: ProgrammeItem) -> dict:
@@ -134,105 +91,11 @@ def _row_input(p: ProgrammeItem) -> dict:
     return {k: v for k, v in body.items() if v is not None}
 
 
-def _parse_item(principal: auth.Principal, db: Session, data: dict, creating: bool, now: int) -> dict:
-    """Validate a request body as of ``now``; returns the column values of the item (nothing is written).
-
-    Whether the item can still play is checked once it is a row (:func:`svc_programme.place`)."""
-    unknown = set(data) - set(ITEM_FIELDS)
-    if unknown:
-        raise ApiError(400, "request.unknown_field", f"unknown field(s): {', '.join(sorted(unknown))}",
-                       "Dữ liệu có trường không hợp lệ.")
-    bulletin = bulletin_in_scope(principal, _int(data, "bulletin_id")) if data.get("bulletin_id") is not None else None
-    kind = str(data.get("kind") or ("relay" if data.get("relay_url") else
-                                    "text" if bulletin is not None and bulletin.kind == "text" else "audio"))
-    if kind not in KINDS:
-        raise ApiError(400, "item.bad_kind", f"kind must be one of {', '.join(KINDS)}", "Loại mục không hợp lệ.")
-    fallback = None
-    if kind == "separator" and bulletin is None:
-        duration_ms = _int(data, "duration_s") * 1000  # silence between items
-    elif kind == "relay":
-        duration_ms = _int(data, "duration_s") * 1000
-        if data.get("fallback_bulletin_id") is not None:
-            fallback = bulletin_in_scope(principal, _int(data, "fallback_bulletin_id"))
-        bulletin = None
-    else:
-        if bulletin is None:
-            raise ApiError(400, "item.no_bulletin", "bulletin_id is required", "Cần chọn bản tin.")
-        if bulletin.status != "ready" or bulletin.media is None:
-            raise ApiError(409, "bulletin.not_ready", f"bulletin is {bulletin.status}, not ready",
-                           "Bản tin chưa xử lý xong, chưa thể xếp lịch.")
-        duration_ms = bulletin.media.duration_ms
-    owner = check_area(principal, str(data.get("area") or (bulletin.area_id if bulletin else principal.area_id or "")))
-    targets = _str_list(data, "targets") or [owner.id]
-    for t in targets:
-        check_area(principal, t)
-    exclude = _str_list(data, "exclude")
-    for rx_id in exclude:
-        rx = db.get(Receiver, rx_id)
-        if rx is None or not any(areas.is_within(db, rx.area_id, t) for t in targets):
-            raise ApiError(400, "item.bad_exclude", f"receiver {rx_id!r} is not in the target areas",
-                           "Cụm loa loại trừ không thuộc địa bàn đã chọn.")
-    tz = current_app.config["TIMEZONE"]
-    mode = str(data.get("mode") or "once")
-    day = _date(data.get("date"), "date")
-    at = None
-    start_ms = None
-    if "start" in data or "start_ms" in data:
-        if "start_ms" in data:
-            start_ms = _int(data, "start_ms")
-        elif isinstance(data.get("start"), str):
-            start_ms = parse_local_time(data["start"], tz)
-        else:
-            raise ApiError(400, "schedule.bad_time", "start must be local time text", "Cần chọn thời gian phát.")
-        if start_ms < now:
-            when = datetime.fromtimestamp(start_ms / 1000, ZoneInfo(tz)).strftime("%d/%m/%Y %H:%M")
-            raise ApiError(422, "schedule.in_past", f"the start time has passed ({when})",
-                           f"Thời gian phát đã qua ({when}).")
-        if start_ms > now + MAX_SCHEDULE_AHEAD_MS:
-            raise ApiError(422, "schedule.too_far", "the start time is more than 400 days ahead",
-                           "Thời gian phát quá xa (hơn 400 ngày).")
-        local = datetime.fromtimestamp(start_ms / 1000, ZoneInfo(tz))
-        mode, day, at = "once", local.date(), local.time().replace(microsecond=0)
-    elif data.get("at") is not None:
-        at = parse_hhmm(str(data["at"]))
-    session_key = str(data["session"]) if data.get("session") else None
-    if session_key is not None and at is not None:
-        raise ProgrammeError("item.bad_placement", "place the item either in a session or at a time, not both",
-                             "Chọn buổi phát hoặc giờ phát cụ thể (một trong hai).")
-    if session_key is None and at is None:
-        raise ApiError(400, "schedule.bad_time", "give a session, a time of day (at) or a start",
-                       "Cần chọn buổi phát hoặc giờ phát.")
-    weekdays = data.get("weekdays") or []
-    if not isinstance(weekdays, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in weekdays):
-        raise ApiError(400, "item.bad_weekday", "weekdays are integers 0 (Monday) to 6 (Sunday)",
-                       "Thứ trong tuần không hợp lệ.")
-    if mode not in MODES:
-        raise ApiError(400, "item.bad_mode", f"mode must be one of {', '.join(MODES)}", "Chế độ phát không hợp lệ.")
-    values = dict(
-        kind=kind, title=(str(data["title"]).strip()[:300] or None) if data.get("title") else None,
-        bulletin_id=bulletin.id if bulletin else None, fallback_bulletin_id=fallback.id if fallback else None,
-        relay_url=str(data.get("relay_url") or "").strip()[:1000] or None if kind == "relay" else None,
-        area_id=owner.id, targets=json.dumps(targets) if targets != [owner.id] else None,
-        exclude=json.dumps(exclude) if exclude else None, duration_ms=duration_ms,
-        priority=str(data.get("priority") or "normal"), session_key=session_key,
-        at_s=time_to_seconds(at) if at is not None and session_key is None else None,
-        mode=mode, day=day.isoformat() if day else None, weekdays=weekdays_to_mask(weekdays) if weekdays else 0,
-        date_from=(_date(data.get("date_from"), "date_from") or None),
-        date_to=(_date(data.get("date_to"), "date_to") or None),
-        repeat_count=_int(data, "repeat", 1), repeat_gap_s=_int(data, "gap_s", 0), sort_order=_int(data, "order", 0),
-        start_ms=start_ms,
-    )
-    if any(not 0 <= d <= 6 for d in weekdays):
-        raise ApiError(400, "item.bad_weekday", "weekdays are 0 (Monday) to 6 (Sunday)", "Thứ trong tuần không hợp lệ.")
-    probe = ProgrammeItem(**{**values, "date_from": values["date_from"].isoformat() if values["date_from"] else None,
-                             "date_to": values["date_to"].isoformat() if values["date_to"] else None})
-    probe.bulletin, probe.fallback = bulletin, fallback
-    entry = entry_from_row(probe)
-    validate_entry(entry)
-    svc_programme.check_sessions_of_targets(db, entry)
-    values["date_from"] = probe.date_from
-    values["date_to"] = probe.date_to
-    return values
+def _parse(principal: auth.Principal, db: Session, data: dict, now: int) -> dict:
+    """The item's column values from a request body, ids looked up within the caller's areas."""
+    return parse_item(principal, db, data, now, current_app.config["TIMEZONE"],
+                      bulletin_of=lambda bid: bulletin_in_scope(principal, bid),
+                      area_of=lambda area_id: check_area(principal, area_id))
 
 
 def _changed() -> None:
@@ -271,18 +134,16 @@ def create_item(principal):
     Refused with 422 when none of its occurrences can still start (``schedule.in_past``) or its
     session is on air without room for it (``schedule.session_full``); a draft is held to the same
     test, as if approved now, since waiting only makes it harder to pass."""
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        raise ApiError(400, "request.not_json", "body must be a JSON object", "Dữ liệu gửi lên không hợp lệ.")
+    data = json_body()
     db = get_db()
     now = now_ms()
-    values = _parse_item(principal, db, data, creating=True, now=now)
+    values = _parse(principal, db, data, now)
     row = ProgrammeItem(**values, status="draft", created_by=principal.id, created_ms=now)
     db.add(row)
     db.flush()
     placement = svc_programme.place(db, row, now, now, current_app.config["TIMEZONE"])
     audit(db, principal.id, "create", "programme_item", row.id, _audited(values))
-    owner = db.get(Area, row.area_id)
+    owner = area_or_404(row.area_id)
     if svc_programme.can_approve(principal, db, row) and not owner.require_distinct_approver:
         row.status, row.approved_by, row.approved_ms = "approved", principal.id, now
         audit(db, principal.id, "approve", "programme_item", row.id, {"auto": True})
@@ -334,9 +195,7 @@ def update_item(principal, item_id: int):
     An approved item that stays approved keeps its place while where and when it plays do not change
     (an occurrence under way or played goes on as it was); a new placement counts from now and is held
     to the same tests as a new item."""
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        raise ApiError(400, "request.not_json", "body must be a JSON object", "Dữ liệu gửi lên không hợp lệ.")
+    data = json_body()
     db = get_db()
     row = _item_in_scope(principal, item_id)
     now = now_ms()
@@ -345,14 +204,14 @@ def update_item(principal, item_id: int):
         for k in ("session", "at", "start", "start_ms"):
             if k not in data:
                 merged.pop(k, None)
-    values = _parse_item(principal, db, merged, creating=False, now=now)
+    values = _parse(principal, db, merged, now)
     before = {k: getattr(row, k) for k in PLACEMENT_COLUMNS}
     was_approved, since = row.status == "approved", row.approved_ms
     for key, value in values.items():
         setattr(row, key, value)
     moved = any(getattr(row, k) != v for k, v in before.items())
     audit(db, principal.id, "update", "programme_item", row.id, _audited(values))
-    owner = db.get(Area, row.area_id)
+    owner = area_or_404(row.area_id)
     placement = None
     if svc_programme.can_approve(principal, db, row) and not owner.require_distinct_approver:
         keep = was_approved and since is not None and not moved
@@ -402,7 +261,7 @@ def reject_item(principal, item_id: int):
 def _decide(principal, item_id: int, approve: bool):
     db = get_db()
     row = _item_in_scope(principal, item_id)
-    reason = str((request.get_json(silent=True) or {}).get("reason", ""))
+    reason = str(json_body(optional=True).get("reason", ""))
     try:
         placement = svc_programme.decide(db, principal, row, approve, reason, tz_name=current_app.config["TIMEZONE"])
     except svc_programme.ApprovalRefused as exc:
@@ -446,8 +305,10 @@ def _template_from(raw: Any) -> SessionTemplate:
     days = raw.get("weekdays", [0, 1, 2, 3, 4, 5])
     if not isinstance(days, list) or not all(isinstance(d, int) and 0 <= d <= 6 for d in days):
         raise ApiError(400, "session.bad_weekday", "weekdays are 0-6", "Thứ trong tuần không hợp lệ.")
-    return SessionTemplate(str(raw["key"])[:40], str(raw["name"])[:100], parse_hhmm(raw.get("start")),
-                           parse_hhmm(raw.get("end")), frozenset(days))
+    start: Any = raw.get("start")  # JSON of any type: parse_hhmm refuses what is not HH:MM
+    end: Any = raw.get("end")
+    return SessionTemplate(str(raw["key"])[:40], str(raw["name"])[:100], parse_hhmm(start), parse_hhmm(end),
+                           frozenset(days))
 
 
 @bp.put("/areas/<path:area_id>/sessions")
@@ -456,8 +317,8 @@ def put_sessions(principal, area_id: str):
     """Replace the area's own session templates (an empty list restores the level defaults)."""
     db = get_db()
     area = check_area(principal, area_id)
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict) or not isinstance(data.get("sessions"), list):
+    data = json_body(message='body must be {"sessions": [...]}')
+    if not isinstance(data.get("sessions"), list):
         raise ApiError(400, "request.not_json", "body must be {\"sessions\": [...]}", "Dữ liệu gửi lên không hợp lệ.")
     templates = [_template_from(s) for s in data["sessions"]]
     validate_sessions(templates)
@@ -482,14 +343,14 @@ def add_extra_session(principal, area_id: str):
     """Add a session for one day (storm season): ``{date, key, name, start, end}``."""
     db = get_db()
     area = check_area(principal, area_id)
-    data = request.get_json(silent=True) or {}
-    day = _date(data.get("date"), "date")
+    data = json_body(optional=True)
+    day = parse_date(data.get("date"), "date")
     if day is None:
         raise ApiError(400, "request.bad_date", "date is required", "Cần chọn ngày.")
     if day < _today(_tz()):
         raise ApiError(422, "session.in_past", "the day has passed", "Ngày đã qua.")
     t = _template_from({**data, "weekdays": [day.weekday()]})
-    same_day = [s for s in templates_of(db, area) if day.weekday() in s.weekdays]
+    same_day: list[SessionTemplate | ExtraSession] = [s for s in templates_of(db, area) if day.weekday() in s.weekdays]
     same_day += [ExtraSession(area.id, day, x.key, x.name, seconds_to_time(x.start_s), seconds_to_time(x.end_s))
                  for x in db.scalars(select(ExtraSessionRow).where(ExtraSessionRow.area_id == area.id,
                                                                    ExtraSessionRow.day == day.isoformat()))]
@@ -529,7 +390,7 @@ def get_timeline(principal, area_id: str):
     db = get_db()
     area = check_area(principal, area_id)
     tz = _tz()
-    first = _date(request.args.get("date"), "date") or _today(tz)
+    first = parse_date(request.args.get("date"), "date") or _today(tz)
     try:
         days = int(request.args.get("days", "1"))
     except ValueError:

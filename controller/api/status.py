@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 from flask import current_app, jsonify, request
 from sqlalchemy import func, select
 
-from controller.api import bp, check_area, receiver_in_scope, require
+from controller.api import bp, check_area, json_body, receiver_in_scope, require
 from controller.db import get_db
 from controller.errors import ApiError
 from controller.models import Fault, FaultAck, Receiver, User
@@ -137,8 +137,7 @@ def api_ack_fault(principal, fault_id: int):
         raise ApiError(404, "fault.not_found", f"no fault {fault_id}", "Không tìm thấy sự cố.")
     ack = db.get(FaultAck, fault.id)
     if ack is None:
-        body = request.get_json(silent=True) or {}
-        note = body.get("note") if isinstance(body, dict) else None
+        note = json_body(optional=True).get("note")
         ack = FaultAck(fault_id=fault.id, acked_by=principal.id, acked_ms=now_ms(),
                        note=str(note)[:500] if note else None)
         db.add(ack)

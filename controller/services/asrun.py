@@ -111,13 +111,14 @@ def miss_reasons(db: Session, plays: list[tuple[str, int, int | None]]) -> list[
     items = {i for _, _, i in plays if i}
     durations = dict(db.execute(select(ProgrammeItem.id, ProgrammeItem.duration_ms)
                                 .where(ProgrammeItem.id.in_(items))).all()) if items else {}
-    windows = [(rx, start, start + max(0, int(durations.get(item) or 0))) for rx, start, item in plays]
+    windows = [(rx, start, start + max(0, int((durations.get(item) if item is not None else None) or 0)))
+               for rx, start, item in plays]
     low, high = min(w[1] for w in windows), max(w[2] for w in windows)
     # Each receiver's state at ``low`` (its last change at or before it), then every change up to ``high``.
     last = (select(Presence.rx_id, func.max(Presence.since_ms).label("since_ms"))
             .where(Presence.rx_id.in_(rx_ids), Presence.since_ms <= low).group_by(Presence.rx_id).subquery())
-    rows = db.execute(select(Presence.rx_id, Presence.since_ms, Presence.id, Presence.online)
-                      .join(last, (last.c.rx_id == Presence.rx_id) & (last.c.since_ms == Presence.since_ms))).all()
+    rows = list(db.execute(select(Presence.rx_id, Presence.since_ms, Presence.id, Presence.online)
+                           .join(last, (last.c.rx_id == Presence.rx_id) & (last.c.since_ms == Presence.since_ms))))
     rows += db.execute(select(Presence.rx_id, Presence.since_ms, Presence.id, Presence.online).where(
         Presence.rx_id.in_(rx_ids), Presence.since_ms > low, Presence.since_ms <= high)).all()
     history: dict[str, list[tuple[int, int, bool]]] = {}

@@ -205,10 +205,14 @@ class Catalogue:
                 prepared, extra = work(self._progress_writer(bulletin_id))
             except AudioError as exc:
                 with session_scope(self.app) as db:
-                    _fail(db.get(Bulletin, bulletin_id), exc)
+                    failed = db.get(Bulletin, bulletin_id)
+                    if failed is not None:  # None: deleted while it was processed, nothing to record
+                        _fail(failed, exc)
                 return
             with session_scope(self.app) as db:
                 bulletin = db.get(Bulletin, bulletin_id)
+                if bulletin is None:
+                    return
                 for key, value in extra.items():
                     setattr(bulletin, key, value)
                 self._store(db, bulletin, prepared)

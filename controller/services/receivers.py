@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from sqlalchemy import select
 
@@ -18,7 +19,7 @@ def receiver_json(rx: Receiver, detail: bool = False) -> dict:
     lost = health.broker_lost_since()
     online = None if lost is not None else bool(rx.online and rx.last_seen_ms
                                                 and now_ms() - rx.last_seen_ms < health.STALE_MS)
-    out = {"id": rx.id, "name": rx.name, "area": rx.area_id, "online": online,
+    out: dict[str, Any] = {"id": rx.id, "name": rx.name, "area": rx.area_id, "online": online,
            "state": "unknown" if online is None else ("online" if online else "offline"), "unknown_since_ms": lost,
            "last_seen_ms": rx.last_seen_ms, "lat": rx.lat, "lon": rx.lon, "retired_ms": rx.retired_ms}
     if detail:

@@ -29,7 +29,20 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from flask import Response, current_app
-from sqlalchemy import JSON, BigInteger, String, case, cast, func, literal, null, select, type_coerce, union_all
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Select,
+    String,
+    case,
+    cast,
+    func,
+    literal,
+    null,
+    select,
+    type_coerce,
+    union_all,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -144,7 +157,7 @@ def asrun_select(db: Session, visible: set[str], since_ms: int, until_ms: int,
     played_ms, planned_ms, reason. Call :func:`refresh` first to include the newest events.
     """
     reported = [o for o in outcomes if o != "missed"]
-    parts = []
+    parts: list[Select[*tuple[Any, ...]]] = []
     if reported:
         q = select(AsRunRecord.occurrence_id.label("occurrence_id"),
                    AsRunRecord.programme_item_id.label("programme_item_id"), AsRunRecord.rx_id.label("rx_id"),
@@ -177,7 +190,8 @@ def asrun_select(db: Session, visible: set[str], since_ms: int, until_ms: int,
 def outcome_counts(db: Session, visible: set[str], since_ms: int, until_ms: int) -> dict[str, int]:
     """How many plays of each outcome in the range."""
     sub = asrun_select(db, visible, since_ms, until_ms).subquery()
-    counts = dict(db.execute(select(sub.c.outcome, func.count()).group_by(sub.c.outcome)).all())
+    counts: dict[str, int] = {outcome: n for outcome, n in
+                              db.execute(select(sub.c.outcome, func.count()).group_by(sub.c.outcome))}
     return {o: int(counts.get(o, 0)) for o in OUTCOMES}
 
 
@@ -353,7 +367,8 @@ def csv_download(visible: set[str], since: int, until: int, tz: ZoneInfo, name: 
     The lines are read after the request's teardown has closed its session; reading them on that
     session took a connection that went back to the pool only when the garbage collector found it.
     """
-    app = current_app._get_current_object()
+    # The app itself, not the proxy. Third-party gap: Flask types current_app as Flask, not as its LocalProxy.
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
 
     def lines():
         with session_scope(app) as db:

@@ -128,7 +128,7 @@ def test_every_miss_reason_is_in_the_vocabulary_and_has_a_label():
 
 
 def test_the_pages_show_the_presence_reason(misses, client, monkeypatch):
-    monkeypatch.setattr("controller.web_status.now_ms", lambda: T + 3600_000)
+    monkeypatch.setattr("controller.pages.common.now_ms", lambda: T + 3600_000)
     _login(client, "man-qd")
     html = client.get(f"/reports?from={DAY}&to={DAY}").text
     row = re.search(r'<tr class="outcome-missed" data-rx="off">(.*?)</tr>', html, re.S).group(1)
@@ -205,7 +205,7 @@ def test_overview_colours_past_plays_by_what_the_clusters_played(prog, client, m
             for rx in rxs:
                 _event(db, rx, "playback.finished", T - 1000, occ[key], played_ms=600_000,
                        planned_duration_ms=600_000, end_reason="complete")
-    monkeypatch.setattr("controller.web.now_ms", lambda: T)
+    monkeypatch.setattr("controller.pages.common.now_ms", lambda: T)
     _login(client, "admin")
     html = client.get("/").text
     cells = {k: re.search(rf'<tr data-item="{re.escape(o)}">(.*?)</tr>', html, re.S).group(1) for k, o in occ.items()}
@@ -284,7 +284,7 @@ def test_a_play_joined_late_says_so(prog, client, monkeypatch):
     html = client.get(f"/reports?from={DAY}&to={DAY}").text
     cell = re.search(r'<tr class="outcome-partial" data-rx="phu-1">(.*?)</tr>', html, re.S).group(1)
     assert "Vào muộn 30 giây" in cell and 'data-late-ms="30000"' in cell
-    monkeypatch.setattr("controller.web_status.now_ms", lambda: T + 3600_000)
+    monkeypatch.setattr("controller.pages.common.now_ms", lambda: T + 3600_000)
     assert "Vào muộn 30 giây" in client.get("/clusters/phu-1").text
 
 

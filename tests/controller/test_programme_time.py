@@ -54,7 +54,7 @@ class Clock:
 def clock(monkeypatch) -> Clock:
     c = Clock(at(17, 30))
     for name in ("schedules.events.now_ms", "controller.api.programme.now_ms", "controller.services.programme.now_ms",
-                 "controller.services.timeline.now_ms", "controller.web.now_ms"):
+                 "controller.services.timeline.now_ms", "controller.pages.common.now_ms"):
         monkeypatch.setattr(name, c)
     return c
 

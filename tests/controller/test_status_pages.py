@@ -11,7 +11,7 @@ import pytest
 
 from controller.db import session_scope
 from controller.models import Fault, FaultAck, HeartbeatBucket, MissedPlay, Receiver
-from controller.services import health
+from controller.services import charts, health
 from controller.services.telemetry import Telemetry
 from schedules import events, topics
 from schedules.events import now_ms
@@ -209,16 +209,16 @@ def test_ack_and_command_need_login(watched, client):
 
 
 def test_history_chart_breaks_on_gaps(watched):
-    svg = health.line_chart([("x", "#000", [(0, 1.0), (health.BUCKET_MS, 2.0), (10 * health.BUCKET_MS, 3.0)])],
+    svg = charts.line_chart([("x", "#000", [(0, 1.0), (health.BUCKET_MS, 2.0), (10 * health.BUCKET_MS, 3.0)])],
                             0, 12 * health.BUCKET_MS, label="t")
     assert svg.count("<polyline") == 1 and svg.count("<circle") == 1
-    assert "Chưa có dữ liệu" in health.line_chart([("x", "#000", [])], 0, 1, label="t")
+    assert "Chưa có dữ liệu" in charts.line_chart([("x", "#000", [])], 0, 1, label="t")
 
 
 def test_coordinate_plot_bins_many_points():
     points = [{"id": f"r{i}", "name": f"R{i}", "lat": 16 + (i % 100) / 1000, "lon": 107 + (i // 100) / 1000,
                "status": "ok" if i % 7 else "offline"} for i in range(5000)]
-    svg = str(health.coordinate_plot(points))
+    svg = str(charts.coordinate_plot(points))
     assert "data-rx" not in svg and 'data-status="offline"' in svg and len(svg) < 400_000
     assert json.dumps(points[:1])  # plain data in, SVG out
 
@@ -301,7 +301,7 @@ def test_report_dates_are_read_and_shown_as_dd_mm_yyyy(watched, client):
 
 
 def test_broadcast_time_labels_never_round_a_play_to_nothing(app):
-    from controller.web_status import _hours_label
+    from controller.pages.common import _hours_label
 
     with app.test_request_context("/reports"):
         assert [_hours_label(h) for h in (2.5, 0.25, 20 / 3600)] == ["2.5 giờ", "15 phút", "20 giây"]

@@ -89,6 +89,24 @@ def test_deeply_nested_json_is_a_4xx(district, client, body):
         assert resp.json["error"]["code"] in ("request.too_large", "request.too_deep")
 
 
+@pytest.mark.parametrize("method, path", [("POST", "/api/v1/tokens"), ("POST", "/api/v1/bulletins/tts"),
+                                          ("POST", "/api/v1/programme/items"),
+                                          ("PUT", "/api/v1/areas/qd/phu/sessions"),
+                                          ("POST", "/api/v1/faults/1/ack")],
+                         ids=["accounts", "bulletins", "programme", "programme-sessions", "status"])
+def test_every_json_reader_refuses_oversized_and_deep_bodies(district, client, method, path):
+    """Each API module that reads a JSON body (through json_body): 413 over the limit, 400 when too deep."""
+    big = json.dumps({"name": "a" * 70_000, "title": "a", "note": "a"})
+    resp = client.open(path, method=method, data=big, content_type="application/json", headers=ADMIN)
+    assert resp.status_code == 413 and resp.json["error"]["code"] == "request.too_large", path
+    deep = '{"a":' * 40 + "1" + "}" * 40
+    resp = client.open(path, method=method, data=deep, content_type="application/json", headers=ADMIN)
+    assert resp.status_code == 400 and resp.json["error"]["code"] == "request.too_deep", path
+    deepest = "[" * 100_000
+    resp = client.open(path, method=method, data=deepest, content_type="application/json", headers=ADMIN)
+    assert 400 <= resp.status_code < 500 and resp.json["error"]["code"] in ("request.too_large", "request.too_deep")
+
+
 def _fill(rule: str, value: str) -> str:
     """``rule`` with ``value`` for every int argument (and a plausible value for the others)."""
     path = re.sub(r"<int:\w+>", value, rule)
