@@ -1,24 +1,16 @@
 """The receiver agent: the composition root that wires the receiver's parts and runs their threads.
 
-The parts, each owning one thing:
+The parts (docs/design.md, "The receiver's parts"): :mod:`receiver.holdings`
+(verified conf and manifests, the timeline), :mod:`receiver.gate` (commands and
+the orders they leave), :mod:`receiver.reporter` (outbox, faults, heartbeat),
+:mod:`receiver.downloader`, :mod:`receiver.player` over :mod:`receiver.playout`,
+and :mod:`receiver.mqtt`.
 
-- :mod:`receiver.holdings` — the verified conf and manifests, their
-  persistence, the merged timeline; accept/refuse verdicts;
-- :mod:`receiver.gate` — the command gate (signature, ``ts`` window, expiry,
-  nonce) and the orders it leaves for the player;
-- :mod:`receiver.reporter` — the outbox, faults raised and cleared once, the heartbeat;
-- :mod:`receiver.downloader` — the media the held manifests name, soonest first;
-- :mod:`receiver.player` — what plays when (pre-emption, amplifier policy),
-  over the engines of :mod:`receiver.playout` (item, relay, test tone) and its one live output;
-- :mod:`receiver.mqtt` — the MQTT session.
-
-Threads: paho's network thread only enqueues what arrives and acknowledges
-outbox rows on PUBACK; the *dispatcher* handles the queue in order
-((re)subscriptions and the outbox flush after every connect, then conf,
-manifest and command messages: :meth:`Agent.handle_message`, which never
-raises); the *downloader*, the *player*, and the *heartbeat* every
-``heartbeat_s``. systemd gets READY/WATCHDOG (:mod:`receiver.systemd`); the
-watchdog stops being fed when a worker thread dies.
+Threads: paho's network thread only enqueues what arrives and acknowledges outbox
+rows on PUBACK; the *dispatcher* handles the queue in order (subscriptions and the
+outbox flush after every connect, then each message: :meth:`Agent.handle_message`,
+which never raises); the *downloader*, the *player*, the *heartbeat*. systemd gets
+READY/WATCHDOG (:mod:`receiver.systemd`), not fed once a worker thread dies.
 
 State under ``state_dir``: ``outbox.db``, ``nonces.db`` (nonces of obeyed
 commands, the replay guard), ``media/``, ``conf.json`` and

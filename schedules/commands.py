@@ -1,4 +1,4 @@
-"""Signed commands on ``cmd/<scope>``: emergency play, stop, volume, resync, test tone.
+"""Signed commands on ``cmd/<scope>``: emergency and drill alerts, stop, volume, resync, test tone.
 
 A command body (signed like a manifest, :mod:`schedules.signing`) is::
 
