@@ -80,6 +80,11 @@ def test_killed_decoder_raises_player_crashed_and_playback_goes_on(
     pcm = (Path(config.effective_sink_dir) / f"news-{start}.pcm").read_bytes()
     assert content_bytes(sidecar) == 6 * SECOND
     labels = classify(tones(pcm), (523,))
-    assert labels.count(523) >= len(labels) - 4 and None not in labels[1:-1], runs(labels)  # no silence
+    assert None not in labels[1:-1], runs(labels)  # no silence, not even where the new decoder took over
+    # The tone everywhere but in the few windows around that junction, where the content jumps to the
+    # restart point and the drift correction catches up (how many depends on the machine's load).
+    junction = raised["offset_ms"] // 100
+    steady = [label for i, label in enumerate(labels[1:-1], 1) if abs(i - junction) > 3]
+    assert len(steady) >= len(labels) - 9 and set(steady) == {523}, runs(labels)
     print(f"fault raised {raised['ts'] - killed_ms} ms after the kill (the audio already decoded played first); "
           f"played {news['played_ms']} of 6000 ms; ended {sidecar['closed_ms'] - start - 6000:+.0f} ms off schedule")
