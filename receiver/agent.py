@@ -38,11 +38,12 @@ from receiver.mqtt import MqttSession
 from receiver.nonces import NonceStore
 from receiver.outbox import Outbox
 from receiver.player import Player
-from receiver.reporter import Reporter, now_ms
+from receiver.reporter import Reporter
 from receiver.sinks import Sink, make_sink
 from receiver.verifier import Verifier
 from schedules import events, topics
 from schedules.conf import ReceiverConf
+from schedules.events import now_ms
 from schedules.manifest import Item, Manifest
 
 logger = logging.getLogger(__name__)

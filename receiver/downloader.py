@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from receiver.cache import DownloadCancelled, DownloadError, MediaCache
 from receiver.gate import Orders
 from receiver.holdings import Holdings
-from receiver.reporter import Reporter, now_ms
+from receiver.reporter import Reporter
 from schedules import events
+from schedules.events import now_ms
 from schedules.manifest import MediaRef
 
 logger = logging.getLogger(__name__)

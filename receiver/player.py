@@ -31,10 +31,11 @@ from receiver.playout.item import play_item
 from receiver.playout.relay import play_relay
 from receiver.playout.stage import JOIN_LEAD_MS, Stage
 from receiver.playout.tone import play_tone
-from receiver.reporter import Reporter, now_ms
+from receiver.reporter import Reporter
 from receiver.sinks import Sink
 from schedules import events
 from schedules.commands import Command
+from schedules.events import now_ms
 from schedules.manifest import Item
 
 logger = logging.getLogger(__name__)

@@ -26,14 +26,10 @@ from receiver.holdings import Event
 from receiver.mqtt import MqttSession
 from receiver.outbox import Outbox
 from schedules import events, topics
+from schedules.events import now_ms
 from schedules.heartbeat import Heartbeat, Network
 
 logger = logging.getLogger(__name__)
-
-
-def now_ms() -> int:
-    """The local clock, epoch milliseconds."""
-    return time.time_ns() // 1_000_000
 
 
 class Reporter:

@@ -38,7 +38,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from schedules.manifest import Item, ManifestError, MediaRef, parse_item
+from schedules.manifest import Item, ManifestError, parse_item
 
 ACTIONS = ("emergency", "drill", "stop", "volume", "resync", "test_tone")
 TONE_DURATION_S = (1, 30, 5)
@@ -97,11 +97,6 @@ class Command:
     def mode(self) -> str:
         """``live`` or ``drill`` for an alert, else ``""``."""
         return {"emergency": "live", "drill": "drill"}.get(self.action, "")
-
-    @property
-    def media(self) -> MediaRef | None:
-        """The media of an alert (validated by :meth:`from_body`); None for a stream without fallback."""
-        return alert_item(self).media
 
     def item(self) -> Item:
         """The item an alert plays, starting at ``ts`` (validated by :meth:`from_body`)."""

@@ -15,9 +15,9 @@ from typing import Any
 
 from receiver.decoder import Decoder, DecoderError
 from receiver.playout.stage import CHANNELS, CHUNK_MS, SAMPLE_RATE, Stage, frames, now_ms_f, start_decoder
-from receiver.reporter import now_ms
 from receiver.sinks import Output
 from schedules import events
+from schedules.events import now_ms
 from schedules.manifest import Item
 
 logger = logging.getLogger(__name__)

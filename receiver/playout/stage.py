@@ -23,8 +23,9 @@ from receiver.config import ReceiverConfig
 from receiver.decoder import Decoder
 from receiver.gate import Orders
 from receiver.holdings import Holdings
-from receiver.reporter import Reporter, now_ms
+from receiver.reporter import Reporter
 from receiver.sinks import Output, Sink, SinkError
+from schedules.events import now_ms
 from schedules.manifest import Item
 
 logger = logging.getLogger(__name__)

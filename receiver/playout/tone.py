@@ -9,9 +9,9 @@ from receiver import tone as sine
 from receiver.gate import Tone
 from receiver.hardware import Hardware
 from receiver.playout.stage import CHANNELS, CHUNK_MS, JOIN_LEAD_MS, SAMPLE_RATE, Stage, frames, now_ms_f
-from receiver.reporter import now_ms
 from receiver.sinks import Output
 from schedules import events
+from schedules.events import now_ms
 from schedules.manifest import Item
 
 logger = logging.getLogger(__name__)

@@ -94,6 +94,12 @@ def make_item(item_id: str, start_ms: int, duration_ms: int, media: MediaRef, pr
     return Item(id=item_id, title=item_id, start_ms=start_ms, duration_ms=duration_ms, priority=priority, media=media)
 
 
+def media_args(media: Media) -> dict[str, Any]:
+    """A media reference as a command's ``media`` argument."""
+    ref = media.ref
+    return {"sha256": ref.sha256, "path": ref.path, "bytes": ref.bytes, "duration_ms": ref.duration_ms}
+
+
 def signed_manifest(key: Any, scope: str, version: int, items: list[Item]) -> bytes:
     """Wire bytes of a signed manifest."""
     now = now_ms()

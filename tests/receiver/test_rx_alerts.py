@@ -25,6 +25,7 @@ from rx_support import (
     Media,
     MediaServer,
     make_item,
+    media_args,
     now_ms,
     outbox_events,
     signed_manifest,
@@ -50,15 +51,11 @@ def siren_mp3(tmp_path_factory: pytest.TempPathFactory) -> Media:
     return sine_mp3_file(tmp_path_factory.mktemp("audio"), 30.0, 660)
 
 
-def _media(media: Media) -> dict[str, Any]:
-    ref = media.ref
-    return {"sha256": ref.sha256, "path": ref.path, "bytes": ref.bytes, "duration_ms": ref.duration_ms}
-
 
 def _alert(key: Any, scope: str, action: str, media: Media, *, at: int | None = None,
            ttl_ms: int = 60_000) -> tuple[Command, bytes, bytes]:
     """``(command, command payload, alert state payload)`` of one alert."""
-    command = make_command(scope, action, {"id": unique("alert-"), "media": _media(media), "volume": 90},
+    command = make_command(scope, action, {"id": unique("alert-"), "media": media_args(media), "volume": 90},
                            now_ms=now_ms() if at is None else at, ttl_ms=ttl_ms)
     return command, signing.sign(key, command.to_body()), signing.sign(key, alert_body(command))
 
@@ -272,7 +269,7 @@ def test_controller_alert_reaches_its_targets_only_joins_late_comers_and_stops_e
             agent.start()
         wait_until(lambda: reported("a", "playback.started") and reported("other", "playback.started"), timeout=20)
         alerts.broadcast(wire.publish, signing_key, targets, "emergency",
-                         {"id": alert_id, "media": _media(siren_mp3), "volume": 95}, duration_ms=30_000)
+                         {"id": alert_id, "media": media_args(siren_mp3), "volume": 95}, duration_ms=30_000)
         wait_until(lambda: len(reported("a", "playback.started")) >= 2, timeout=20)
         agents["late"] = Agent(configs["late"])
         agents["late"].start()  # comes online during the alert

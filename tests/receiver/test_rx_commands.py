@@ -20,6 +20,7 @@ from rx_support import (
     MediaServer,
     content_bytes,
     make_item,
+    media_args,
     now_ms,
     outbox_events,
     signed_manifest,
@@ -168,7 +169,7 @@ def test_emergency_preempts_then_the_programme_resumes_where_it_stands(
         emergency_id = unique("storm-")
         agent.handle_message(
             topics.cmd(scope),
-            _cmd(signing_key, scope, "emergency", {"id": emergency_id, "media": _media(alarm_mp3), "volume": 100}),
+            _cmd(signing_key, scope, "emergency", {"id": emergency_id, "media": media_args(alarm_mp3), "volume": 100}),
         )
         wait_until(lambda: len(outbox_events(agent, "playback.finished")) >= 3, timeout=30)
         finished = outbox_events(agent, "playback.finished")
@@ -213,7 +214,3 @@ def test_stop_command_ends_the_item_playing(
     assert finished["end_reason"] == "stopped_by_command" and finished["played_ms"] < 5000
     assert ack["action"] == "stop" and ack["stopped"] == "prog"
 
-
-def _media(media: Media) -> dict[str, Any]:
-    ref = media.ref
-    return {"sha256": ref.sha256, "path": ref.path, "bytes": ref.bytes, "duration_ms": ref.duration_ms}

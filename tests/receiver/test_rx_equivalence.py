@@ -21,7 +21,7 @@ from schedules import signing, topics
 from schedules.commands import alert_body, make_command
 from schedules.conf import ReceiverConf
 
-from rx_support import Media, make_item, now_ms, outbox_events, signed_conf, signed_manifest, unique
+from rx_support import Media, make_item, media_args, now_ms, outbox_events, signed_conf, signed_manifest, unique
 
 # What a verdict is: the report's type and the fields that say what was decided and why.
 VERDICT_FIELDS = ("fault", "kind", "code", "scope", "action", "nonce", "version", "held_version", "items", "scopes",
@@ -48,8 +48,7 @@ def _messages(key: Any, rx: str, media: Media) -> list[tuple[str, str, bytes]]:
         return signing.sign(signer, make_command(scope, action, args, now_ms=at, ttl_ms=ttl_ms).to_body())
 
     volume = command("volume", {"volume": 55})
-    media_ref = {"sha256": media.ref.sha256, "path": media.ref.path, "bytes": media.ref.bytes,
-                 "duration_ms": media.ref.duration_ms}
+    media_ref = media_args(media)
 
     def alert(action: str, *, at: int = now, ttl_ms: int = 600_000, signer: Any = key) -> tuple[bytes, bytes]:
         """``(command payload, alert state payload)`` of one alert."""
