@@ -12,7 +12,9 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -72,6 +74,40 @@ def available(settings: TtsSettings) -> list[str]:
             continue
         out.append(name)
     return out
+
+
+GTTS_HOST = "translate.google.com"
+_REACH_TTL_S = 60.0
+_reach_lock = threading.Lock()
+_reach_cache: dict[str, tuple[float, bool]] = {}
+
+
+def gtts_reachable(settings: TtsSettings, *, timeout_s: float = 1.5) -> bool:
+    """True when the online voice's server accepts a TCP connection now (answer kept for a minute).
+
+    A connection is not a spoken text, but a controller cut off from the internet (the case that
+    matters in a storm) fails here at once, so the emergency screen can say the offline voice would
+    speak and offer recording or live voice first.
+    """
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(settings.gtts_url) if settings.gtts_url else None
+    host = (parts.hostname if parts else None) or GTTS_HOST
+    port = (parts.port if parts else None) or (80 if parts is not None and parts.scheme == "http" else 443)
+    key = f"{host}:{port}"
+    now = time.monotonic()
+    with _reach_lock:
+        seen = _reach_cache.get(key)
+        if seen is not None and now - seen[0] < _REACH_TTL_S:
+            return seen[1]
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            ok = True
+    except OSError:
+        ok = False
+    with _reach_lock:
+        _reach_cache[key] = (time.monotonic(), ok)
+    return ok
 
 
 def _order(settings: TtsSettings, engine: str | None) -> list[str]:

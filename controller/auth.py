@@ -68,6 +68,7 @@ class Principal(UserMixin):
     role: str
     area_id: str | None
     session_tag: str = ""
+    may_alert_granted: bool = False
 
     def get_id(self) -> str:
         """Flask-Login id; it changes with the password, so a new password ends old sessions."""
@@ -77,13 +78,18 @@ class Principal(UserMixin):
         """True when this user's role is ``role`` or stronger."""
         return ROLES.index(self.role) >= ROLES.index(role)
 
+    @property
+    def may_alert(self) -> bool:
+        """May send emergency broadcasts and drills (in their areas): managers and admins, or when granted."""
+        return self.at_least("manager") or (self.may_alert_granted and self.at_least("operator"))
+
     def may_touch(self, db: Session, area_id: str) -> bool:
         """True when ``area_id`` lies in this user's area subtree."""
         return areas.is_within(db, area_id, self.area_id)
 
 
 def _principal(user: User) -> Principal:
-    return Principal(user.id, user.username, user.role, user.area_id, user.password_hash[-12:])
+    return Principal(user.id, user.username, user.role, user.area_id, user.password_hash[-12:], bool(user.may_alert))
 
 
 def hash_password(password: str) -> str:

@@ -54,6 +54,8 @@ DEFAULTS: dict[str, Any] = {
     "REBUILD_DEBOUNCE_S": 1.0,  # a programme change is published this long after the last edit
     "MISSED_CHECK_S": 300,
     "RETAINED_AUDIT_DELAY_S": 10,  # after a connect, the broker's retained copies have arrived by then
+    "ALERT_TICK_S": 2,  # how often running alerts are checked for their end (and queued ones started)
+    "ALERT_ALLOW_PRIVATE_STREAMS": False,  # relay streams from private or loopback addresses (a LAN studio)
     "FLEET_WATCH_S": 5,  # how often to look for receivers registered by another process (the CLI)
     "HEARTBEAT_HISTORY_DAYS": 35,  # 15-minute buckets kept this long (a month of charts and reports)
     "LOGIN_MAX_FAILURES": 5,  # wrong passwords from one address for one account before it waits (see auth.py)

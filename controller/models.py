@@ -23,6 +23,8 @@ class Area(Base):
     level: Mapped[str] = mapped_column(String(20))
     parent_id: Mapped[str | None] = mapped_column(ForeignKey("areas.id"), index=True)
     require_distinct_approver: Mapped[bool] = mapped_column(Boolean, default=False)
+    # A live emergency for this area (or below it) waits until a second person confirms it.
+    alert_needs_confirm: Mapped[bool] = mapped_column(Boolean, default=False)
     parent: Mapped[Area | None] = relationship(remote_side=[id])
 
 
@@ -70,6 +72,9 @@ class User(Base):
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     locked_until_ms: Mapped[int | None] = mapped_column(BigInteger)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # May send emergency broadcasts and drills in their areas: managers and admins always, an operator or
+    # approver when a manager granted it.
+    may_alert: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class ApiToken(Base):
@@ -356,3 +361,89 @@ class LoginThrottle(Base):
     failures: Mapped[int] = mapped_column(Integer, default=0)
     last_failure_ms: Mapped[int] = mapped_column(BigInteger, index=True)
     blocked_until_ms: Mapped[int | None] = mapped_column(BigInteger)
+
+
+ALERT_STATES = ("awaiting_confirm", "queued", "preparing", "running", "ended", "stopped", "failed", "cancelled")
+"""An alert's life: waits for a second person or its turn, its sound is made, it runs, it ends (or is stopped)."""
+ALERT_OPEN = ("awaiting_confirm", "queued", "preparing", "running")
+
+
+class Alert(Base):
+    """An emergency broadcast (``mode`` live) or a drill (``mode`` drill): what, where, who, and how it went.
+
+    ``id`` is the alert id on the wire (the item id receivers report). ``scopes`` (JSON list) are the
+    scopes its commands went to; ``targets`` (JSON ``{"areas": [...], "receivers": [...]}``) what the
+    sender picked; ``target_rx`` (JSON list) the receivers it was meant to reach when it started;
+    ``nonces`` (JSON list) its commands' nonces, to match refusals.
+    """
+
+    __tablename__ = "alerts"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    mode: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    title: Mapped[str] = mapped_column(String(300))
+    area_id: Mapped[str] = mapped_column(ForeignKey("areas.id"), index=True)
+    targets: Mapped[str] = mapped_column(Text)
+    scopes: Mapped[str] = mapped_column(Text)
+    target_rx: Mapped[str | None] = mapped_column(Text)
+    content_kind: Mapped[str] = mapped_column(String(12))
+    bulletin_id: Mapped[int | None] = mapped_column(ForeignKey("bulletins.id"))
+    template_id: Mapped[int | None] = mapped_column(Integer)
+    text: Mapped[str | None] = mapped_column(Text)
+    stream_url: Mapped[str | None] = mapped_column(String(1000))
+    volume: Mapped[int] = mapped_column(Integer, default=100)
+    chime: Mapped[bool] = mapped_column(Boolean, default=True)
+    repeat: Mapped[int] = mapped_column(Integer, default=3)
+    gap_s: Mapped[float] = mapped_column(Float, default=4.0)
+    until_ms: Mapped[int | None] = mapped_column(BigInteger)
+    media_sha256: Mapped[str | None] = mapped_column(ForeignKey("media.sha256"))
+    duration_ms: Mapped[int | None] = mapped_column(BigInteger)
+    tts_engine: Mapped[str | None] = mapped_column(String(20))
+    corrects_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    replaces_id: Mapped[str | None] = mapped_column(String(40))
+    nonces: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_ms: Mapped[int] = mapped_column(BigInteger, index=True)
+    confirmed_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    confirmed_ms: Mapped[int | None] = mapped_column(BigInteger)
+    started_ms: Mapped[int | None] = mapped_column(BigInteger)
+    ends_ms: Mapped[int | None] = mapped_column(BigInteger)
+    ended_ms: Mapped[int | None] = mapped_column(BigInteger)
+    ended_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    end_reason: Mapped[str | None] = mapped_column(String(40))
+    error_code: Mapped[str | None] = mapped_column(String(60))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    error_message_vi: Mapped[str | None] = mapped_column(Text)
+
+
+class AlertTemplate(Base):
+    """A prepared emergency text (storm levels, flood, fire, epidemic, correction); ``area_id`` None: for all."""
+
+    __tablename__ = "alert_templates"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    area_id: Mapped[str | None] = mapped_column(ForeignKey("areas.id"), index=True)
+    topic: Mapped[str] = mapped_column(String(20))
+    name: Mapped[str] = mapped_column(String(200))
+    text: Mapped[str] = mapped_column(Text)
+    updated_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class AlertSound(Base):
+    """A rendered alert sound, by what it was made of (``key``: sha256 of the inputs), so repeats are instant."""
+
+    __tablename__ = "alert_sounds"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    media_sha256: Mapped[str] = mapped_column(ForeignKey("media.sha256"))
+    tts_engine: Mapped[str | None] = mapped_column(String(20))
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class StreamSource(Base):
+    """A saved live stream to relay (VOV, the province, the district studio), kept per area."""
+
+    __tablename__ = "stream_sources"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    area_id: Mapped[str | None] = mapped_column(ForeignKey("areas.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    url: Mapped[str] = mapped_column(String(1000))
+    created_ms: Mapped[int] = mapped_column(BigInteger)

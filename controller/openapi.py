@@ -53,6 +53,61 @@ _STATUS_PATHS = {  # health dashboard, faults, as-run reports (controller/api/st
             _q("page", {"type": "integer"}), _q("per_page", {"type": "integer"})])},
 }
 
+_ALERT_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+_ALERT_BODY = {"content": {"application/json": {"schema": {
+    "type": "object", "required": ["mode", "content"],
+    "properties": {
+        "mode": {"enum": ["live", "drill"], "description": "a drill is its own command on the wire, never a flag"},
+        "areas": {"type": "array", "items": {"type": "string"}},
+        "receivers": {"type": "array", "items": {"type": "string"}, "description": "clusters picked one by one"},
+        "content": {"type": "object", "required": ["kind"], "properties": {
+            "kind": {"enum": ["bulletin", "text", "template", "stream"]}, "bulletin_id": {"type": "integer"},
+            "text": {"type": "string", "maxLength": 5000}, "template_id": {"type": "integer"},
+            "url": {"type": "string", "description": "http(s) stream; not the controller, not private"}}},
+        "title": {"type": "string"}, "volume": {"type": "integer", "minimum": 0, "maximum": 100},
+        "chime": {"type": "boolean"}, "repeat": {"type": "integer", "minimum": 1, "maximum": 5},
+        "gap_s": {"type": "number", "minimum": 0, "maximum": 30},
+        "until_ms": {"type": "integer", "description": "end time, epoch ms (at most 6 h ahead)"},
+        "if_running": {"enum": ["queue", "replace"], "description": "required when another alert holds some of"
+                                                                    " the same clusters (else 409 alert.running)"}}}}}}
+_ALERT_PATHS = {
+    "/api/v1/alerts": {
+        "get": _op("alerts the caller may see, newest first (?open=1: not over)", {"200": {"description": "alerts"}}),
+        "post": _op("send an emergency or a drill now (callers who may alert: managers, granted operators)", {
+            "202": {"description": "the alert: preparing, queued or awaiting_confirm"},
+            "400": {"description": "bad field (alert.*)"}, "403": {"description": "alert.forbidden"},
+            "404": {"description": "a target unknown or out of scope"},
+            "409": {"description": "alert.running (choose if_running) or bulletin not ready"}},
+            requestBody=_ALERT_BODY),
+    },
+    "/api/v1/alerts/preview": {"post": _op(
+        "check a request without sending: clusters reached, where, confirm needed, what runs there, TTS fallback",
+        {"200": {"description": "the preview"}, "400": {"description": "bad field"}}, requestBody=_ALERT_BODY)},
+    "/api/v1/alerts/{id}": {"get": _op(
+        "the alert and, per cluster and per area, what happened: acknowledged, playing, finished, failed, refused,"
+        " offline, silent (with the reason)", {"200": {"description": "alert and status"},
+                                               "404": {"description": "unknown or out of scope"}},
+        parameters=[_ALERT_ID])},
+    "/api/v1/alerts/{id}/confirm": {"post": _op("a second person confirms a live alert", {
+        "200": {"description": "alert and status"}, "403": {"description": "the sender, or not allowed"},
+        "409": {"description": "not waiting"}}, parameters=[_ALERT_ID])},
+    "/api/v1/alerts/{id}/stop": {"post": _op("stop it everywhere (its retained state is cleared)", {
+        "200": {"description": "alert and status"}, "409": {"description": "already over"}},
+        parameters=[_ALERT_ID])},
+    "/api/v1/alerts/{id}/correction": {"post": _op(
+        "stop it and send the prepared correction (thông báo đính chính) to the same targets", {
+            "202": {"description": "the correction alert"}, "409": {"description": "a correction of a correction"}},
+        parameters=[_ALERT_ID])},
+    "/api/v1/alert-templates": {
+        "get": _op("prepared alert texts the caller may use", {"200": {"description": "templates"}}),
+        "post": _op("an area's own prepared text (managers)", {"201": {"description": "template"}}),
+    },
+    "/api/v1/stream-sources": {
+        "get": _op("saved live streams to relay", {"200": {"description": "sources"}}),
+        "post": _op("save a stream for an area (managers)", {"201": {"description": "source"}}),
+    },
+}
+
 OPENAPI = {
     "openapi": "3.1.0",
     "info": {"title": "loaxa controller API", "version": "1"},
@@ -153,5 +208,6 @@ OPENAPI = {
             {"200": {"description": "receiver"}, "404": {"description": "unknown or out of scope"},
              "409": {"description": "already retired"}}, parameters=[_RX_ID])},
         **_STATUS_PATHS,
+        **_ALERT_PATHS,
     },
 }

@@ -20,6 +20,7 @@ from controller.mqtt import ControllerLink
 from controller.services import asrun
 from controller.services.catalogue import Catalogue
 from controller.services.dispatch import RETAINED_SUBSCRIPTIONS, Dispatcher
+from controller.services.emergencies import Emergencies
 from controller.services.telemetry import SUBSCRIPTIONS, Telemetry
 from schedules import topics
 from schedules.events import now_ms
@@ -36,6 +37,8 @@ class Services:
         self.catalogue = Catalogue(app)
         self.dispatcher = Dispatcher(app, self.key, self.publish)
         self.telemetry = Telemetry(app)
+        self.emergencies = Emergencies(app, self.key, self.publish)
+        self.telemetry.on_ingested = self.emergencies.notify  # live views wake on every cluster's answer
         self.broker: EmbeddedBroker | None = None
         self.link: ControllerLink | None = None
         self.scheduler: BackgroundScheduler | None = None
@@ -72,6 +75,9 @@ class Services:
                                seconds=int(self.app.config["MISSED_CHECK_S"]), id="mark-missed")
         self.scheduler.add_job(housekeeping, "interval", args=[self.key_id], replace_existing=True,
                                seconds=300, id="housekeeping")
+        # Alerts end when their sound is over (or their end time came); queued ones start then.
+        self.scheduler.add_job(alerts_tick, "interval", args=[self.key_id], replace_existing=True,
+                               seconds=float(self.app.config["ALERT_TICK_S"]), id="alerts-tick")
         # Receivers registered by another process (the CLI's provision) get their conf within seconds.
         self.scheduler.add_job(watch_fleet, "interval", args=[self.key_id], replace_existing=True,
                                seconds=int(self.app.config["FLEET_WATCH_S"]), id="watch-fleet")
@@ -126,6 +132,7 @@ class Services:
             self.link.stop()
             self.link = None
         self.telemetry.stop()
+        self.emergencies.shutdown()
         self.catalogue.shutdown()
         if self.broker is not None:
             self.broker.stop()
@@ -145,6 +152,13 @@ def refresh_manifests(key_id: str) -> None:
     sent = svc.dispatcher.publish_everything()
     logger.info("manifest refresh: %d message(s) published", sent)
     svc.audit_retained()
+
+
+def alerts_tick(key_id: str) -> None:
+    """Scheduler job: end alerts whose time is over and start those queued behind them."""
+    svc = _RUNNING.get(key_id)
+    if svc is not None:
+        svc.emergencies.tick()
 
 
 def audit_retained(key_id: str) -> None:

@@ -24,7 +24,7 @@ _USERNAME = re.compile(r"^[A-Za-z0-9._-]{3,80}$")
 
 def _area_json(a: Area) -> dict:
     return {"id": a.id, "name": a.name, "level": a.level, "parent": a.parent_id,
-            "require_distinct_approver": a.require_distinct_approver}
+            "require_distinct_approver": a.require_distinct_approver, "alert_needs_confirm": a.alert_needs_confirm}
 
 
 @bp.post("/areas")
@@ -74,6 +74,11 @@ def update_area(principal, area_id: str):
     if "require_distinct_approver" in data:
         area.require_distinct_approver = changed["require_distinct_approver"] = \
             bool(data["require_distinct_approver"])
+    if "alert_needs_confirm" in data:  # a live emergency here waits for a second person
+        if not isinstance(data["alert_needs_confirm"], bool):
+            raise ApiError(400, "area.bad_flag", "alert_needs_confirm must be true or false",
+                           "Lựa chọn xác nhận hai người không hợp lệ.")
+        area.alert_needs_confirm = changed["alert_needs_confirm"] = data["alert_needs_confirm"]
     audit(db, principal.id, "update_area", "area", area.id, changed)
     db.commit()
     return jsonify({"area": _area_json(area)})
@@ -126,8 +131,9 @@ def _user_json(u: User, throttled: dict[str, int] | None = None) -> dict:
     ``throttled`` is :func:`auth.throttled_until` of a whole list, looked up once."""
     if throttled is None:
         throttled = auth.throttled_until(get_db(), [u.username])
+    may_alert = ROLES.index(u.role) >= ROLES.index("manager") or (bool(u.may_alert) and u.role != "viewer")
     return {"id": u.id, "username": u.username, "role": u.role, "area": u.area_id, "active": u.active,
-            "locked_until_ms": throttled.get(u.username)}
+            "locked_until_ms": throttled.get(u.username), "may_alert": may_alert}
 
 
 @bp.get("/users")
@@ -227,6 +233,13 @@ def update_user(principal, user_id: int):
     user.role, user.area_id = role, area_id
     if "active" in data:
         user.active = changed["active"] = bool(data["active"])
+    if "may_alert" in data:  # emergency broadcasts: a manager grants it to an operator or approver
+        if not isinstance(data["may_alert"], bool):
+            raise ApiError(400, "user.bad_flag", "may_alert must be true or false", "Lựa chọn quyền không hợp lệ.")
+        if data["may_alert"] and not principal.may_alert:
+            raise ApiError(403, "user.role_too_high", "you cannot grant a permission you do not hold",
+                           "Không thể cấp quyền mà bạn không có.")
+        user.may_alert = changed["may_alert"] = data["may_alert"]
     if "password" in data:
         if len(str(data["password"])) < 8:
             raise ApiError(400, "user.weak_password", "the password needs at least 8 characters",

@@ -10,6 +10,7 @@ import json
 import logging
 import queue
 import threading
+from collections.abc import Callable
 
 from flask import Flask
 from sqlalchemy import func, select
@@ -41,6 +42,8 @@ class Telemetry:
         self._queue: queue.Queue[tuple[str, bytes] | None] = queue.Queue(maxsize=100_000)
         self._thread = threading.Thread(target=self._run, name="telemetry-ingest", daemon=True)
         self.ingested = 0
+        self.on_ingested: Callable[[], None] | None = None
+        """Called after each message is written (the alert live views wait on it)."""
 
     def start(self) -> None:
         """Start the ingest thread."""
@@ -68,6 +71,8 @@ class Telemetry:
                 self.handle(*msg)
             except Exception:  # noqa: BLE001 - one bad message must not stop ingestion
                 logger.exception("could not ingest a message on %s", msg[0])
+            if self.on_ingested is not None and not msg[0].endswith("/hb"):
+                self.on_ingested()
 
     def handle(self, topic: str, payload: bytes) -> None:
         """Write one message to the database (synchronously)."""

@@ -53,6 +53,8 @@ from controller import db as db_module
 from controller.db import session_scope
 from controller.models import (
     ROLES,
+    Alert,
+    AlertTemplate,
     ApiToken,
     Area,
     AuditEntry,
@@ -64,6 +66,7 @@ from controller.models import (
     MissedPlay,
     ProgrammeItem,
     Receiver,
+    StreamSource,
     User,
 )
 from schedules.events import now_ms
@@ -133,6 +136,33 @@ class Place:
         n = next(self._n)
         return self._add(ExtraSessionRow(area_id=self.area, day="2099-01-01", key=f"x{n}", name=f"extra {n}",
                                          start_s=3600 + n * 60, end_s=3600 + n * 60 + 30))
+
+    def fresh_alert(self) -> str:
+        """A correction sent here that is over (stop and confirm: 409; correcting a correction: 409)."""
+        if self.missing:
+            return "al-khong-co"
+        n = next(self._n)
+        alert_id = f"al-{self.tag}-{n}"
+        targets = json.dumps({"areas": [self.area], "receivers": []})
+        self._add(Alert(id=alert_id, mode="drill", status="ended", title=f"alert-{self.tag}", area_id=self.area,
+                        targets=targets, scopes=json.dumps([f"area/{self.area}"]), target_rx=json.dumps([self.rx]),
+                        content_kind="text", text="x", volume=100, chime=True, repeat=1, gap_s=1.0,
+                        corrects_id="al-earlier", created_ms=0))
+        return alert_id
+
+    def fresh_template(self) -> int:
+        """A prepared alert text of this area."""
+        if self.missing:
+            return 999_999
+        return self._add(AlertTemplate(area_id=self.area, topic="other", name=f"tpl-{self.tag}", text="x",
+                                       updated_ms=0))
+
+    def fresh_source(self) -> int:
+        """A saved stream of this area."""
+        if self.missing:
+            return 999_999
+        return self._add(StreamSource(area_id=self.area, name=f"src-{self.tag}", url="https://vov.example/1",
+                                      created_ms=0))
 
     def fresh_token(self, username: str | None) -> int:
         """A new API token of ``username`` (default: this place's target user)."""
@@ -350,6 +380,31 @@ MATRIX: list[Entry] = [
         req=lambda p, w: R(f"{V1}/users/{p.user}", json={"password": "short"}),
         cross=lambda p, q, w: R(f"{V1}/users/{p.user}", json={"area": q.area, "password": "short"})),
     api("POST", f"{V1}/users/<int:user_id>/unlock", "manager", req=lambda p, w: R(f"{V1}/users/{p.user}/unlock")),
+    # ---- api: emergency broadcasts (sending needs the alert permission: managers, or operators granted it)
+    api("GET", f"{V1}/alerts", "viewer", lambda p, w: R(f"{V1}/alerts"), scoped=False),
+    api("POST", f"{V1}/alerts/preview", "manager", ok=400,  # no content: refused after the target checks
+        req=lambda p, w: R(f"{V1}/alerts/preview", json={"mode": "drill", "areas": [p.area]})),
+    api("POST", f"{V1}/alerts", "manager", ok=400,
+        req=lambda p, w: R(f"{V1}/alerts", json={"mode": "drill", "areas": [p.area]})),
+    api("GET", f"{V1}/alerts/<alert_id>", "viewer", lambda p, w: R(f"{V1}/alerts/{p.fresh_alert()}")),
+    api("POST", f"{V1}/alerts/<alert_id>/confirm", "manager", ok=409,
+        req=lambda p, w: R(f"{V1}/alerts/{p.fresh_alert()}/confirm")),
+    api("POST", f"{V1}/alerts/<alert_id>/stop", "manager", ok=409,
+        req=lambda p, w: R(f"{V1}/alerts/{p.fresh_alert()}/stop")),
+    api("POST", f"{V1}/alerts/<alert_id>/correction", "manager", ok=409,
+        req=lambda p, w: R(f"{V1}/alerts/{p.fresh_alert()}/correction")),
+    api("GET", f"{V1}/alert-templates", "viewer", lambda p, w: R(f"{V1}/alert-templates"), scoped=False),
+    api("POST", f"{V1}/alert-templates", "manager", ok=400,
+        req=lambda p, w: R(f"{V1}/alert-templates", json={"area": p.area, "name": ""})),
+    api("PATCH", f"{V1}/alert-templates/<int:template_id>", "manager", ok=400,
+        req=lambda p, w: R(f"{V1}/alert-templates/{p.fresh_template()}", json={"text": ""})),
+    api("DELETE", f"{V1}/alert-templates/<int:template_id>", "manager", ok=204,
+        req=lambda p, w: R(f"{V1}/alert-templates/{p.fresh_template()}")),
+    api("GET", f"{V1}/stream-sources", "viewer", lambda p, w: R(f"{V1}/stream-sources"), scoped=False),
+    api("POST", f"{V1}/stream-sources", "manager", ok=400,
+        req=lambda p, w: R(f"{V1}/stream-sources", json={"area": p.area, "name": ""})),
+    api("DELETE", f"{V1}/stream-sources/<int:source_id>", "manager", ok=204,
+        req=lambda p, w: R(f"{V1}/stream-sources/{p.fresh_source()}")),
     # ---- media: any signed-in user or receiver; content-addressed, so not scoped by area (the hash is the name)
     api("GET", "/media/<name>", "viewer", lambda p, w: R(f"/media/{p.media}"), scoped=False),
     # ---- pages: public
