@@ -208,6 +208,7 @@ def init_app(app: Flask) -> None:
     """Attach the services (not started) to the app."""
     app.extensions["loaxa.services"] = Services(app)
     app.context_processor(_broker_banner)
+    app.context_processor(_running_alerts)
 
 
 def _broker_banner() -> dict:
@@ -217,6 +218,23 @@ def _broker_banner() -> dict:
 
     lost = health.broker_lost_since()
     return {"broker_lost_since": local_time(lost, "%H:%M:%S %d/%m/%Y") if lost is not None else None}
+
+
+def _running_alerts() -> dict:
+    """Every page shows the alerts running in the user's areas, live and drill in their own colours."""
+    from flask_login import current_user
+    from sqlalchemy import select
+
+    from controller.db import get_db
+    from controller.models import Alert
+    from controller.services import areas
+
+    if not current_user or not current_user.is_authenticated:
+        return {"running_alerts": []}
+    db = get_db()
+    visible = areas.subtree_ids(db, current_user.area_id)
+    rows = db.scalars(select(Alert).where(Alert.status == "running").order_by(Alert.started_ms)).all()
+    return {"running_alerts": [a for a in rows if a.area_id in visible]}
 
 
 def services() -> Services | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from controller.pages import admin, bulletins, clusters, errors, faults, login, overview, programme, reports
+from controller.pages import admin, alerts, bulletins, clusters, errors, faults, login, overview, programme, reports
 
 BLUEPRINTS: tuple[Blueprint, ...] = (login.bp, overview.bp, bulletins.bp, programme.bp, clusters.bp, faults.bp,
-                                     reports.bp, admin.bp, errors.bp)
+                                     reports.bp, alerts.bp, admin.bp, errors.bp)

@@ -653,6 +653,9 @@ def _receivers_of(db: Session, area_ids: list[str], rx_ids: list[str]) -> list[s
 
 # ---------------------------------------------------------------------- what each cluster did
 
+SETTLE_MS = 15_000
+"""After an alert ends, how long a cluster last heard playing it may take to report its end."""
+
 CLUSTER_STATES = ("playing", "finished", "acknowledged", "waiting", "failed", "refused", "offline", "silent",
                   "not_sent")
 """What one cluster did with an alert, from the best news to the worst (see :func:`cluster_state`)."""
@@ -673,7 +676,9 @@ def cluster_state(events_of_rx: list[dict], online: bool, alert: Alert) -> tuple
     if ev.PLAYBACK_FAILED in last:
         return "failed", last[ev.PLAYBACK_FAILED].get("code")
     if ev.PLAYBACK_STARTED in last:
-        return ("playing", None) if alert.status == "running" else ("finished", "no_end_reported")
+        # Last heard playing: so it is shown until its end had time to be reported (then: no end reported).
+        settling = alert.ended_ms is not None and now_ms() - alert.ended_ms < SETTLE_MS
+        return ("playing", None) if alert.status == "running" or settling else ("finished", "no_end_reported")
     if ev.COMMAND_ACK in kinds:
         return "acknowledged", None
     if ev.COMMAND_REFUSED in last:

@@ -429,6 +429,12 @@ MATRIX: list[Entry] = [
          req=lambda p, w: R(f"/programme/items/{p.fresh_item()}/reject", form={"area": p.area}),
          cross=lambda p, q, w: R(f"/programme/items/{p.fresh_item(q)}/reject", form={"area": p.area})),
     page("GET", "/receivers/<rx_id>", "viewer", lambda p, w: R(f"/receivers/{p.rx}"), shows=lambda p, w: [p.rx]),
+    # ---- pages: emergency broadcasts (compose, live view, its event stream; changes go through the API)
+    page("GET", "/alerts", "viewer", lambda p, w: R("/alerts"), scoped=False),
+    page("GET", "/alerts/<alert_id>", "viewer", lambda p, w: R(f"/alerts/{p.fresh_alert()}"),
+         shows=lambda p, w: [f"alert-{p.tag}"]),
+    page("GET", "/alerts/<alert_id>/events", "viewer", lambda p, w: R(f"/alerts/{p.fresh_alert()}/events"),
+         shows=lambda p, w: [f"alert-{p.tag}"]),
     # ---- pages: status
     page("GET", "/clusters", "viewer", lambda p, w: R("/clusters"), scoped=False, shows=lambda p, w: [f"rx-{p.tag}"]),
     page("GET", "/clusters", "viewer", lambda p, w: R(f"/clusters?area={p.area}"), variant="?area=",

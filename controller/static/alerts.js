@@ -1,0 +1,210 @@
+/* Phát khẩn cấp: mode first (two big buttons), then targets, content and options, then a confirm step
+   that names how many clusters it reaches (from POST /api/v1/alerts/preview), then send
+   (POST /api/v1/alerts) and go to the live view. Every word shown comes from the page (#words),
+   so the script holds no text of its own; what people typed is only ever set as textContent.
+   The live view (alert.html) follows the alert's status as server-sent events. */
+(function () {
+  "use strict";
+  var csrf = document.querySelector('meta[name="csrf-token"]').content;
+
+  function api(path, body) {
+    return fetch(path, {method: "POST", credentials: "same-origin",
+                        headers: {"Content-Type": "application/json", "X-CSRFToken": csrf},
+                        body: JSON.stringify(body || {})})
+      .then(function (r) { return r.json().then(function (j) { return {ok: r.ok, status: r.status, json: j}; }); });
+  }
+
+  function show(el, on) { if (el) { el.hidden = !on; } }
+  function errorText(res, words) {
+    return (res.json && res.json.error && res.json.error.message_vi) || words.dataset.failed;
+  }
+
+  // ------------------------------------------------------------------ compose
+  var form = document.getElementById("compose");
+  if (form) {
+    var words = document.getElementById("words");
+    var confirmBox = document.getElementById("confirm");
+    var mode = null;
+    var request = null;
+
+    document.querySelectorAll(".mode").forEach(function (btn) {
+      btn.addEventListener("click", function () {
+        mode = btn.dataset.mode;
+        document.querySelectorAll(".mode").forEach(function (b) { b.setAttribute("aria-pressed", String(b === btn)); });
+        form.className = "card compose " + mode;
+        var banner = document.getElementById("mode-banner");
+        banner.className = "alert-bar " + mode;
+        banner.textContent = words.dataset[mode];
+        show(form, true);
+        show(confirmBox, false);
+        form.scrollIntoView({behavior: "smooth", block: "start"});
+      });
+    });
+
+    function kind() { return form.querySelector('input[name="kind"]:checked').value; }
+    function syncKind() {
+      form.querySelectorAll("[data-kind]").forEach(function (el) { show(el, el.dataset.kind === kind()); });
+      var note = document.getElementById("tts-warning");
+      if (note) { show(note, kind() === "template" || kind() === "text"); }
+      var t = document.getElementById("template");
+      var shown = document.getElementById("template-text");
+      if (t && shown && t.selectedOptions.length) { shown.textContent = t.selectedOptions[0].dataset.text; }
+    }
+    form.addEventListener("change", syncKind);
+    syncKind();
+    var source = document.getElementById("source");
+    if (source) {
+      source.addEventListener("change", function () { document.getElementById("url").value = source.value; });
+    }
+
+    function build() {
+      var areas = Array.prototype.map.call(form.querySelectorAll('input[name="area"]:checked'),
+                                           function (c) { return c.value; });
+      var content = {kind: kind()};
+      if (content.kind === "template") { content.template_id = parseInt(form.template_id.value, 10); }
+      if (content.kind === "text") { content.text = form.text.value; }
+      if (content.kind === "bulletin") { content.bulletin_id = parseInt(form.bulletin_id.value, 10); }
+      if (content.kind === "stream") { content.url = form.url.value; }
+      var body = {mode: mode, areas: areas, content: content, volume: parseInt(form.volume.value, 10),
+                  repeat: parseInt(form.repeat.value, 10), gap_s: parseFloat(form.gap_s.value),
+                  chime: form.chime.checked};
+      if (form.until.value) { body.until_ms = new Date(form.until.value).getTime(); }
+      return body;
+    }
+
+    form.addEventListener("submit", function (e) {
+      e.preventDefault();
+      var err = document.getElementById("compose-error");
+      show(err, false);
+      request = build();
+      api("/api/v1/alerts/preview", request).then(function (res) {
+        if (!res.ok) { err.textContent = errorText(res, words); show(err, true); return; }
+        var p = res.json;
+        confirmBox.className = "confirm " + mode;
+        document.getElementById("confirm-count").textContent =
+          words.dataset["count" + (mode === "live" ? "Live" : "Drill")] + " " + p.clusters + " " +
+          words.dataset.clusters + " " + words.dataset.at + " " + p.where;
+        document.getElementById("confirm-title").textContent = p.title;
+        show(document.getElementById("confirm-needs"), p.needs_confirm);
+        show(document.getElementById("confirm-fallback"), p.tts_fallback);
+        show(document.getElementById("confirm-running"), p.running.length > 0);
+        document.getElementById("running-names").textContent = p.running.map(function (a) { return a.title; }).join(", ");
+        var send = document.getElementById("send");
+        send.className = "big " + mode;
+        send.textContent = words.dataset["send" + (mode === "live" ? "Live" : "Drill")] + " " + p.clusters + " " +
+          words.dataset.clusters;
+        send.disabled = false;
+        show(document.getElementById("confirm-error"), false);
+        show(form, false);
+        show(confirmBox, true);
+        confirmBox.scrollIntoView({behavior: "smooth", block: "start"});
+      });
+    });
+
+    document.getElementById("back").addEventListener("click", function () {
+      show(confirmBox, false); show(form, true);
+    });
+
+    document.getElementById("send").addEventListener("click", function () {
+      var send = this;
+      var err = document.getElementById("confirm-error");
+      var running = !document.getElementById("confirm-running").hidden;
+      var choice = confirmBox.querySelector('input[name="if_running"]:checked');
+      if (running && !choice) { err.textContent = words.dataset.choose; show(err, true); return; }
+      var body = Object.assign({}, request);
+      if (choice) { body.if_running = choice.value; }
+      send.disabled = true;
+      api("/api/v1/alerts", body).then(function (res) {
+        if (!res.ok) { err.textContent = errorText(res, words); show(err, true); send.disabled = false; return; }
+        window.location.href = "/alerts/" + encodeURIComponent(res.json.alert.id);
+      }, function () { err.textContent = words.dataset.failed; show(err, true); send.disabled = false; });
+    });
+  }
+
+  // ------------------------------------------------------------------ live view
+  var live = document.getElementById("live");
+  if (live) {
+    var labels = document.getElementById("states").dataset;
+    var id = live.dataset.alert;
+
+    var render = function (s) {
+      document.getElementById("alert-status").textContent = labels["status_" + s.status] || s.status;
+      live.dataset.status = s.status;
+      ["playing", "finished", "acknowledged", "waiting", "failed", "refused", "offline", "silent"].forEach(function (k) {
+        var el = document.getElementById("n-" + k);
+        if (el) { el.textContent = s.counts[k] || 0; }
+      });
+      document.getElementById("n-total").textContent = s.total;
+      var bars = document.getElementById("area-bars");
+      bars.textContent = "";
+      s.areas.forEach(function (a) {
+        var row = document.createElement("div");
+        row.className = "area-row";
+        var name = document.createElement("span");
+        name.textContent = a.name;
+        var bar = document.createElement("div");
+        bar.className = "bar";
+        var total = Object.keys(a.counts).reduce(function (n, k) { return n + a.counts[k]; }, 0) || 1;
+        ["finished", "playing", "acknowledged", "waiting", "failed", "refused", "offline", "silent"].forEach(function (k) {
+          if (!a.counts[k]) { return; }
+          var seg = document.createElement("i");
+          seg.className = "st-" + k;
+          seg.style.width = (100 * a.counts[k] / total) + "%";
+          seg.title = (labels["state_" + k] || k) + ": " + a.counts[k];
+          bar.appendChild(seg);
+        });
+        row.appendChild(name); row.appendChild(bar);
+        bars.appendChild(row);
+      });
+      var list = document.getElementById("cluster-list");
+      list.textContent = "";
+      s.clusters.forEach(function (c) {
+        var li = document.createElement("li");
+        li.className = "st-" + c.state;
+        li.dataset.rx = c.id;
+        li.dataset.state = c.state;
+        var b = document.createElement("b");
+        b.textContent = c.name;
+        var where = document.createElement("span");
+        where.className = "muted";
+        where.textContent = " " + c.area_name;
+        var st = document.createElement("span");
+        st.className = "state";
+        st.textContent = (labels["state_" + c.state] || c.state) +
+          (c.reason ? " · " + (labels["reason_" + c.reason] || c.reason) : "");
+        li.appendChild(b); li.appendChild(where); li.appendChild(st);
+        list.appendChild(li);
+      });
+      var open = ["awaiting_confirm", "queued", "preparing", "running"].indexOf(s.status) >= 0;
+      show(document.getElementById("stop"), open);
+      show(document.getElementById("confirm-alert"), s.status === "awaiting_confirm");
+    };
+
+    render(JSON.parse(document.getElementById("initial").textContent));
+    if (window.EventSource) {
+      var source = new EventSource("/alerts/" + encodeURIComponent(id) + "/events");
+      source.addEventListener("status", function (e) { render(JSON.parse(e.data)); });
+      source.addEventListener("over", function () { source.close(); });
+    }
+
+    var act = function (path, then) {
+      var err = document.getElementById("live-error");
+      show(err, false);
+      api(path, {}).then(function (res) {
+        if (!res.ok) { err.textContent = errorText(res, labels); show(err, true); return; }
+        then(res.json);
+      });
+    };
+    var stop = document.getElementById("stop");
+    if (stop) { stop.addEventListener("click", function () { act("/api/v1/alerts/" + id + "/stop", function (j) { render(j.status); }); }); }
+    var confirmBtn = document.getElementById("confirm-alert");
+    if (confirmBtn) { confirmBtn.addEventListener("click", function () { act("/api/v1/alerts/" + id + "/confirm", function (j) { render(j.status); }); }); }
+    var correct = document.getElementById("correct");
+    if (correct) {
+      correct.addEventListener("click", function () {
+        if (!correct.dataset.armed) { correct.dataset.armed = "1"; correct.textContent = correct.dataset.again; return; }
+        act("/api/v1/alerts/" + id + "/correction", function (j) { window.location.href = "/alerts/" + encodeURIComponent(j.alert.id); });
+      });
+    }
+  }
+})();
