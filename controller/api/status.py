@@ -182,5 +182,6 @@ def api_asrun(principal):
                     "occurrences": reports.occurrences(db, visible, since, until, limit=500),
                     "total": total, "page": page, "per_page": per_page,
                     "rows": [{k: r[k] for k in ("occurrence_id", "programme_item_id", "rx_id", "planned_start_ms",
-                                                "ts_ms", "outcome", "played_ms", "planned_ms", "pct", "reason")}
+                                                "ts_ms", "outcome", "played_ms", "planned_ms", "pct", "reason",
+                                                "broadcast")}
                              for r in rows]})

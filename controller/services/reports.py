@@ -50,7 +50,7 @@ from sqlalchemy.orm import Session
 
 from controller.db import session_scope
 from controller.i18n import N_
-from controller.models import AsRunRecord, Bulletin, Event, MissedPlay, ProgrammeItem, Receiver
+from controller.models import Alert, AsRunRecord, Bulletin, Event, MissedPlay, ProgrammeItem, Receiver
 from controller.services import asrun
 from schedules import vocab
 from schedules.events import PLAYBACK_FAILED, PLAYBACK_FINISHED, PLAYBACK_STARTED
@@ -79,7 +79,10 @@ REASON_VI = {
 }
 CSV_COLUMNS = ("occurrence_id", "programme_item_id", "title", "receiver", "receiver_name", "area",
                "planned_start", "reported_at", "outcome", "played_s", "planned_s", "played_pct", "reason",
-               "reason_vi", "late_join_s")
+               "reason_vi", "late_join_s", "broadcast")
+BROADCASTS = ("programme", "emergency", "drill")
+"""What an as-run row was: a programme play, a live emergency or a drill (never confused in a report)."""
+BROADCAST_VI = {"programme": N_("Chương trình"), "emergency": N_("Khẩn cấp"), "drill": N_("Diễn tập")}
 # A text cell starting with one of these is a formula to a spreadsheet: it gets a leading "'".
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -215,7 +218,10 @@ def decorate(db: Session, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row["reason"] = reason
     late = join_offsets(db, {(r["occurrence_id"], r["rx_id"]) for r in rows
                              if r["outcome"] in ("full", "partial", "unfinished")})
+    alerts = alert_kinds(db, {r["occurrence_id"] for r in rows if not r.get("programme_item_id")})
     for row in rows:
+        kind, title = alerts.get(row["occurrence_id"], ("programme", None))
+        row["broadcast"], row["alert_title"] = kind, title
         planned, played = row.get("planned_ms"), row.get("played_ms")
         row["pct"] = round(100 * played / planned) if planned and played is not None else None
         row["late_ms"] = late.get((row["occurrence_id"], row["rx_id"]))
@@ -246,6 +252,15 @@ def titles(db: Session, item_ids: set[int]) -> dict[int, str]:
     return {i: t or f"#{i}" for i, t in rows}
 
 
+def alert_kinds(db: Session, occurrence_ids: set[str]) -> dict[str, tuple[str, str]]:
+    """For the occurrences that are alerts (their id is the alert's): ``(emergency|drill, title)``."""
+    ids = {o for o in occurrence_ids if o and o.startswith("al-")}
+    if not ids:
+        return {}
+    rows = db.execute(select(Alert.id, Alert.mode, Alert.title).where(Alert.id.in_(ids))).all()
+    return {i: ("drill" if mode == "drill" else "emergency", title) for i, mode, title in rows}
+
+
 def occurrences(db: Session, visible: set[str], since_ms: int, until_ms: int,
                 limit: int = 200) -> list[dict[str, Any]]:
     """Per occurrence, newest first: planned start and how many receivers played it fully, partly, not."""
@@ -255,7 +270,10 @@ def occurrences(db: Session, visible: set[str], since_ms: int, until_ms: int,
                *[func.sum(case((sub.c.outcome == o, 1), else_=0)) for o in OUTCOMES])
         .group_by(sub.c.occurrence_id).order_by(func.min(sub.c.planned_start_ms).desc()).limit(limit)).all()
     names = titles(db, {r[1] for r in rows if r[1]})
-    return [{"occurrence_id": r[0], "programme_item_id": r[1], "title": names.get(r[1], r[0]),
+    alerts = alert_kinds(db, {r[0] for r in rows if not r[1]})
+    return [{"occurrence_id": r[0], "programme_item_id": r[1],
+             "title": alerts[r[0]][1] if r[0] in alerts else names.get(r[1], r[0]),
+             "broadcast": alerts[r[0]][0] if r[0] in alerts else "programme",
              "planned_start_ms": r[2], **{o: int(r[3 + i] or 0) for i, o in enumerate(OUTCOMES)}} for r in rows]
 
 
@@ -335,12 +353,13 @@ def csv_lines(db: Session, visible: set[str], since_ms: int, until_ms: int, tz: 
         for r in rows:
             planned, played, late = r["planned_ms"], r["played_ms"], r["late_ms"]
             writer.writerow([
-                _text(r["occurrence_id"]), r["programme_item_id"] or "", _text(names.get(r["programme_item_id"])),
+                _text(r["occurrence_id"]), r["programme_item_id"] or "",
+                _text(r["alert_title"] or names.get(r["programme_item_id"])),
                 _text(r["rx_id"]), _text(rx_names.get(r["rx_id"])), _text(rx_areas.get(r["rx_id"])),
                 _iso(r["planned_start_ms"], tz), _iso(r["ts_ms"], tz), _text(r["outcome"]),
                 "" if played is None else round(played / 1000, 1), "" if planned is None else round(planned / 1000, 1),
                 "" if r["pct"] is None else r["pct"], _text(r["reason"]), _text(r["reason_vi"]),
-                "" if late is None else round(late / 1000, 1)])
+                "" if late is None else round(late / 1000, 1), r["broadcast"]])
         yield out.getvalue()
 
 

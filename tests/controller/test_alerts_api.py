@@ -7,6 +7,8 @@ espeak-ng) and "sent" to a broker link that does not exist; the end-to-end tests
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from sqlalchemy import func, select
 
@@ -224,3 +226,42 @@ def test_area_flag_is_checked(fleet, client):
     assert client.patch("/api/v1/areas/qd/phu", json={"alert_needs_confirm": "yes"}, auth=MAN).status_code == 400
     with session_scope(fleet) as db:
         assert db.get(Area, "qd/phu").alert_needs_confirm is False
+
+
+def test_drill_and_live_are_told_apart_in_the_as_run_report(fleet, client):
+    """Receivers' reports of two alerts, through the real telemetry path: the report names each as what it was."""
+    from controller.services.telemetry import Telemetry
+    from schedules import events, topics
+    from schedules.events import now_ms
+
+    start = now_ms() - 60_000
+    with session_scope(fleet) as db:
+        for alert_id, mode, title in (("al-drill-1", "drill", "Diễn tập bão"), ("al-live-1", "live", "Lũ <b>về</b>")):
+            db.add(Alert(id=alert_id, mode=mode, status="ended", title=title, area_id="qd/phu",
+                         targets='{"areas": ["qd/phu"], "receivers": []}', scopes='["area/qd/phu"]',
+                         target_rx='["phu-1"]', content_kind="text", text="x", volume=100, chime=True, repeat=1,
+                         gap_s=1.0, created_ms=start, started_ms=start, ended_ms=start + 20_000))
+    tele = Telemetry(fleet)
+    for alert_id, mode in (("al-drill-1", "drill"), ("al-live-1", "live")):
+        tele.handle(topics.rx_events("phu-1"), events.encode(events.make_event(
+            "phu-1", events.PLAYBACK_STARTED, item_id=alert_id, planned_start_ms=start, mode=mode)))
+        tele.handle(topics.rx_events("phu-1"), events.encode(events.make_event(
+            "phu-1", events.PLAYBACK_FINISHED, item_id=alert_id, planned_start_ms=start, end_reason="complete",
+            played_ms=20_000, planned_duration_ms=20_000, mode=mode)))
+    report = client.get("/api/v1/reports/as-run", auth=MAN).json
+    kinds = {r["occurrence_id"]: r["broadcast"] for r in report["rows"]}
+    assert kinds == {"al-drill-1": "drill", "al-live-1": "emergency"}
+    titles = {o["occurrence_id"]: (o["title"], o["broadcast"]) for o in report["occurrences"]}
+    assert titles["al-drill-1"] == ("Diễn tập bão", "drill") and titles["al-live-1"] == ("Lũ <b>về</b>", "emergency")
+    csv_text = client.get("/api/v1/reports/as-run?format=csv", auth=MAN).data.decode("utf-8-sig")
+    header, *lines = csv_text.strip().splitlines()
+    assert header.endswith(",broadcast")
+    assert any(line.startswith("al-drill-1,,Diễn tập bão,") and line.endswith(",drill") for line in lines)
+    assert any(line.startswith("al-live-1,,Lũ <b>về</b>,") and line.endswith(",emergency") for line in lines)
+    # The page: a chip of each colour, the title escaped.
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text).group(1)
+    assert client.post("/login", data={"username": "man-qd", "password": "pw-man-qd", "csrf_token": csrf}) \
+        .status_code == 302
+    html = client.get("/reports?outcome=all").text
+    assert 'data-broadcast="drill"><span class="chip drill">Diễn tập</span> Diễn tập bão' in html
+    assert "Lũ &lt;b&gt;về&lt;/b&gt;" in html and "Lũ <b>về</b>" not in html

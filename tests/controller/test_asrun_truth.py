@@ -157,7 +157,8 @@ def test_csv_fills_missed_reasons_and_neutralises_formulas(misses):
             db.add(MissedPlay(occurrence_id=occ, programme_item_id=42, rx_id=rx, planned_start_ms=T,
                               detected_ms=T + 100_000))
     rows = _csv_rows(misses, T - 1, T + 1)
-    assert list(rows[0])[-3:] == ["reason", "reason_vi", "late_join_s"]
+    assert list(rows[0])[-4:] == ["reason", "reason_vi", "late_join_s", "broadcast"]
+    assert {r["broadcast"] for r in rows} == {"programme"}
     by_rx = {r["receiver"]: r for r in rows}
     # Every missed row says why, as a code and in Vietnamese.
     missed = [r for r in rows if r["outcome"] == "missed"]
