@@ -30,6 +30,7 @@ HARDWARE_FAULTS = ("mains_power_lost", "amplifier_fault", "speaker_line_open")
 # Why a play (or a test tone) ended, as ``end_reason`` of ``playback.finished``.
 END_REASONS = frozenset({
     "complete", "media_end", "preempted", "stopped_by_command", "stopped", "decoder_error", "error", "expired",
+    "withdrawn",  # the controller took the item out of the programme while it played (a relay stopped)
 })
 
 # Why a play failed, as ``code`` of ``playback.failed``.

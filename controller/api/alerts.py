@@ -105,7 +105,11 @@ def create_alert(principal):
     repeat?, gap_s?, until_ms?, title?, if_running?: queue|replace}``. 202 with the alert; it is
     ``awaiting_confirm`` when an area asks a second person to confirm live alerts.
     """
-    data = json_body()
+    return create_alert_from(principal, json_body())
+
+
+def create_alert_from(principal: auth.Principal, data: dict):
+    """Validate, store and start an alert request (the alert endpoint's and the emergency relay's): 202."""
     db = get_db()
     worker = _emergencies()
     req = em.parse_request(db, principal, data, config=current_app.config, now=now_ms())

@@ -98,6 +98,9 @@ class Stage:
         self.output: Output | None = None
         self.prepared: Prepared | None = None
         self.last_play_end_ms = 0
+        self._planned = False
+        """The item playing came from the timeline (not an alert or a test tone): it ends if withdrawn."""
+        self._seen_generation = -1
 
     # -------------------------------------------------------------- timeline
 
@@ -146,6 +149,8 @@ class Stage:
             self.close_output(output, item)
             return None
         self.stop_current.clear()
+        self._seen_generation = self.holdings.generation
+        self._planned = self._in_timeline(item)
         self.output = output
         self.playing = item
         if self.stop.is_set():
@@ -169,7 +174,15 @@ class Stage:
             return "preempted"
         if self.orders.tone is not None and item.priority != "emergency":
             return "preempted"
+        if self._planned and self.holdings.generation != self._seen_generation:
+            # A new manifest: an item the controller withdrew (cancelled, a relay stopped) ends now.
+            self._seen_generation = self.holdings.generation
+            if not self._in_timeline(item):
+                return "withdrawn"
         return None
+
+    def _in_timeline(self, item: Item) -> bool:
+        return any(i.id == item.id and i.start_ms == item.start_ms for _scope, i in self.holdings.timeline())
 
     def end_live(self) -> None:
         """Nothing plays any more (the output is closed by the caller)."""

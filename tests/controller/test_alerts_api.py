@@ -265,3 +265,33 @@ def test_drill_and_live_are_told_apart_in_the_as_run_report(fleet, client):
     html = client.get("/reports?outcome=all").text
     assert 'data-broadcast="drill"><span class="chip drill">Diễn tập</span> Diễn tập bão' in html
     assert "Lũ &lt;b&gt;về&lt;/b&gt;" in html and "Lũ <b>về</b>" not in html
+
+
+def test_relay_now_at_programme_level_and_its_stop(fleet, client):
+    from controller.models import ProgrammeItem
+
+    body = {"areas": ["qd/phu"], "url": "https://vov.example/vov1", "level": "priority", "duration_s": 600,
+            "name": "VOV1"}
+    assert client.post("/api/v1/relays", json=body, auth=OP).status_code == 403  # operators may not
+    for change, code in (({"level": "loud"}, "relay.bad_level"), ({"areas": []}, "relay.no_targets"),
+                         ({"duration_s": 5}, "relay.bad_duration"),
+                         ({"url": "rtmp://x.example/a"}, "alert.url_scheme"),
+                         ({"url": "http://10.0.0.5/a"}, "alert.url_forbidden"),
+                         ({"source_id": 12345}, "stream.not_found")):
+        resp = client.post("/api/v1/relays", json={**body, **change}, auth=MAN)
+        assert resp.status_code in (400, 404) and resp.json["error"]["code"] == code, (change, resp.json)
+    with session_scope(fleet) as db:
+        assert db.scalar(select(func.count()).select_from(ProgrammeItem)) == 0
+    made = client.post("/api/v1/relays", json=body, auth=MAN)
+    assert made.status_code == 201, made.json
+    relay = made.json["relay"]
+    assert relay["kind"] == "programme" and relay["level"] == "priority" and relay["duration_ms"] == 600_000
+    item = client.get(f"/api/v1/programme/items/{relay['item_id']}", auth=MAN).json["item"]
+    assert item["status"] == "approved" and item["kind"] == "relay" and item["priority"] == "priority"
+    assert client.post(f"/api/v1/relays/{relay['item_id']}/stop", auth=("op-an", "pw-op-an")).status_code == 403
+    assert client.post(f"/api/v1/relays/{relay['item_id']}/stop", auth=MAN).status_code == 200
+    assert client.get(f"/api/v1/programme/items/{relay['item_id']}", auth=MAN).status_code == 404
+    # At emergency level it is an alert whose content is the stream.
+    urgent = client.post("/api/v1/relays", json={**body, "level": "emergency"}, auth=MAN)
+    assert urgent.status_code == 202 and urgent.json["alert"]["content"] == "stream"
+    assert urgent.json["alert"]["stream_url"] == body["url"] and urgent.json["alert"]["mode"] == "live"

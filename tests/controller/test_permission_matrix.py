@@ -150,6 +150,14 @@ class Place:
                         corrects_id="al-earlier", created_ms=0))
         return alert_id
 
+    def fresh_relay(self) -> int:
+        """A programme relay playing here now (stopping it withdraws it)."""
+        if self.missing:
+            return 999_999
+        return self._add(ProgrammeItem(kind="relay", title=f"relay-{self.tag}", relay_url="https://vov.example/1",
+                                       area_id=self.area, duration_ms=600_000, start_ms=now_ms(), mode="once",
+                                       status="approved", created_ms=0))
+
     def fresh_template(self) -> int:
         """A prepared alert text of this area."""
         if self.missing:
@@ -400,6 +408,10 @@ MATRIX: list[Entry] = [
         req=lambda p, w: R(f"{V1}/alert-templates/{p.fresh_template()}", json={"text": ""})),
     api("DELETE", f"{V1}/alert-templates/<int:template_id>", "manager", ok=204,
         req=lambda p, w: R(f"{V1}/alert-templates/{p.fresh_template()}")),
+    api("POST", f"{V1}/relays", "approver", ok=400,  # a stream URL the receivers cannot play: refused last
+        req=lambda p, w: R(f"{V1}/relays", json={"areas": [p.area], "url": "ftp://vov.example/1"})),
+    api("POST", f"{V1}/relays/<int:item_id>/stop", "approver",
+        req=lambda p, w: R(f"{V1}/relays/{p.fresh_relay()}/stop")),
     api("GET", f"{V1}/stream-sources", "viewer", lambda p, w: R(f"{V1}/stream-sources"), scoped=False),
     api("POST", f"{V1}/stream-sources", "manager", ok=400,
         req=lambda p, w: R(f"{V1}/stream-sources", json={"area": p.area, "name": ""})),

@@ -21,6 +21,7 @@ from rx_support import (
     outbox_events,
     signed_conf,
     signed_manifest,
+    sine_mp3_file,
     unique,
     wait_until,
 )
@@ -176,3 +177,35 @@ def test_item_followed_by_a_bare_separator_plays_to_its_end(
         agent.stop()
     assert finished["item_id"] == "news-4" and finished["end_reason"] == "complete", finished
     assert finished["played_ms"] == 2000
+
+
+def test_an_item_withdrawn_while_it_plays_ends_and_another_keeps_playing(
+    make_config: Callable[..., ReceiverConfig], media_server: MediaServer, signing_key: Any, tmp_path: Path
+) -> None:
+    """A relay stopped (or an item cancelled) at the controller: the new manifest lacks it, so it ends at once
+    as ``withdrawn``; a new manifest that still holds the playing item changes nothing for it."""
+    sine_mp3 = sine_mp3_file(tmp_path, 60.0, 440)  # longer than the test: it cannot end by itself
+    media_server.add(sine_mp3)
+    config = make_config(media_base_url=media_server.url)
+    area = f"area/{unique()}"
+    start = now_ms() + 1500
+    long_item = make_item("long", start, 60 * SECOND, sine_mp3.ref)
+    later = make_item("later", start + 120 * SECOND, 2000, sine_mp3.ref)
+    agent = Agent(config)
+    try:
+        agent.handle_message(topics.conf(agent.rx), signed_conf(signing_key, agent.rx, 1, [area]))
+        agent.handle_message(topics.sched(area), signed_manifest(signing_key, area, 1, [long_item]))
+        agent.start()
+        wait_until(lambda: outbox_events(agent, "playback.started"), timeout=20)
+        # Another item added: the playing one is still in the programme and goes on.
+        agent.handle_message(topics.sched(area), signed_manifest(signing_key, area, 2, [long_item, later]))
+        wait_until(lambda: any(e["version"] == 2 for e in outbox_events(agent, "manifest.accepted")), timeout=10)
+        assert not outbox_events(agent, "playback.finished")
+        withdrawn_ms = now_ms()
+        agent.handle_message(topics.sched(area), signed_manifest(signing_key, area, 3, [later]))
+        (finished,) = wait_until(lambda: outbox_events(agent, "playback.finished"), timeout=10)
+        assert finished["item_id"] == "long" and finished["end_reason"] == "withdrawn"
+        assert finished["ts"] - withdrawn_ms < 1000, finished
+        assert finished["played_ms"] < 30 * SECOND
+    finally:
+        agent.stop()
