@@ -18,7 +18,7 @@ from flask import Blueprint, Response, abort, current_app, render_template, stre
 from sqlalchemy import select
 
 from controller.db import get_db, session_scope
-from controller.models import ALERT_OPEN, Alert, Area, Bulletin, StreamSource
+from controller.models import ALERT_OPEN, Alert, Area, Bulletin, ProgrammeItem, StreamSource
 from controller.pages import common
 from controller.runtime import services
 from controller.services import areas
@@ -57,9 +57,18 @@ def alerts_page():
                if s.area_id is None or s.area_id in visible or s.area_id in above] if principal.may_alert else []
     default_area = principal.area_id if principal.area_id in visible else None
     labels = {a.id: em.area_label(a) for a in area_rows}
+    relaying = principal.at_least("approver")
+    if relaying and not sources:
+        sources = [s for s in db.scalars(select(StreamSource).order_by(StreamSource.name))
+                   if s.area_id is None or s.area_id in visible or s.area_id in above]
+    now = common.now_ms()
+    relays = [r for r in db.scalars(select(ProgrammeItem).where(
+        ProgrammeItem.kind == "relay", ProgrammeItem.status == "approved", ProgrammeItem.mode == "once",
+        ProgrammeItem.area_id.in_(visible), ProgrammeItem.start_ms.is_not(None)))
+        if r.start_ms is not None and r.start_ms + r.duration_ms > now] if relaying else []
     return render_template("alerts.html", principal=principal, areas=area_rows, labels=labels, recent=recent,
                            templates=templates, bulletins=bulletins, sources=sources, default_area=default_area,
-                           local_time=common.local_time,
+                           local_time=common.local_time, relaying=relaying, relays=relays,
                            tts_fallback=principal.may_alert and em.tts_would_fall_back(current_app.config))
 
 

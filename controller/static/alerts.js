@@ -121,6 +121,35 @@
     });
   }
 
+  // ------------------------------------------------------------------ relay now
+  var relay = document.getElementById("relay-form");
+  if (relay) {
+    var relayWords = relay;
+    relay.addEventListener("submit", function (e) {
+      e.preventDefault();
+      var err = document.getElementById("relay-error");
+      show(err, false);
+      var body = {areas: Array.prototype.map.call(relay.querySelectorAll('input[name="relay-area"]:checked'),
+                                                  function (c) { return c.value; }),
+                  level: document.getElementById("relay-level").value,
+                  duration_s: 60 * parseInt(document.getElementById("relay-minutes").value || "30", 10)};
+      var sourceId = document.getElementById("relay-source").value;
+      if (sourceId) { body.source_id = parseInt(sourceId, 10); } else { body.url = document.getElementById("relay-url").value; }
+      api("/api/v1/relays", body).then(function (res) {
+        if (!res.ok) { err.textContent = errorText(res, relayWords); show(err, true); return; }
+        if (res.json.alert) { window.location.href = "/alerts/" + encodeURIComponent(res.json.alert.id); return; }
+        window.location.reload();
+      });
+    });
+    relay.addEventListener("click", function (e) {
+      var btn = e.target.closest && e.target.closest(".relay-stop");
+      if (!btn) { return; }
+      api("/api/v1/relays/" + encodeURIComponent(btn.dataset.relay) + "/stop", {}).then(function () {
+        window.location.reload();
+      });
+    });
+  }
+
   // ------------------------------------------------------------------ live view
   var live = document.getElementById("live");
   if (live) {
