@@ -1,4 +1,5 @@
-"""The only module that runs ffmpeg and ffprobe (through ffmpeg-python's graphs).
+"""ffmpeg and ffprobe for files (through ffmpeg-python's graphs); :mod:`audio.live` runs the long-lived
+live encoders with the binary found here. No module outside ``audio/`` runs ffmpeg on the controller.
 
 Pass 1 (:func:`measure`) and pass 2 (:func:`normalise_encode`) of the
 normalising pipeline live here, with ``-progress`` parsing for job progress.

@@ -59,6 +59,9 @@ def run(host: str | None, port: int | None, demo: bool) -> None:
             simulator = _start_demo(app, svc)
         broker = redacted({"MQTT_URL": svc.mqtt_url})["MQTT_URL"]  # never the broker password
         click.echo(f"\n  loaxa controller: {app.config['PUBLIC_URL']}/   (broker {broker})\n", err=True)
+        live = (f"Icecast {svc.live.listen_base}" if svc.live.available
+                else f"UNAVAILABLE: {svc.live.reason_unavailable}")
+        click.echo(f"  Live voice (nói trực tiếp): {live}\n", err=True)
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         server.run()
     except KeyboardInterrupt:

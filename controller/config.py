@@ -56,6 +56,11 @@ DEFAULTS: dict[str, Any] = {
     "RETAINED_AUDIT_DELAY_S": 10,  # after a connect, the broker's retained copies have arrived by then
     "ALERT_TICK_S": 2,  # how often running alerts are checked for their end (and queued ones started)
     "ALERT_ALLOW_PRIVATE_STREAMS": False,  # relay streams from private or loopback addresses (a LAN studio)
+    "LIVE_ICECAST": "auto",  # live voice: "auto" starts Debian's icecast2 on loopback when installed, "off" does not
+    "ICECAST_URL": None,  # an Icecast of the district's (http://host:8000): live voice goes there instead
+    "ICECAST_SOURCE_PASSWORD": None,
+    "ICECAST_PUBLIC_URL": None,  # where receivers reach that Icecast (default: ICECAST_URL, or the loopback one)
+    "LIVE_IDLE_S": 10,  # a live-voice session that sent no audio this long is ended (the phone went away)
     "FLEET_WATCH_S": 5,  # how often to look for receivers registered by another process (the CLI)
     "HEARTBEAT_HISTORY_DAYS": 35,  # 15-minute buckets kept this long (a month of charts and reports)
     "LOGIN_MAX_FAILURES": 5,  # wrong passwords from one address for one account before it waits (see auth.py)

@@ -21,6 +21,7 @@ from controller.services import asrun
 from controller.services.catalogue import Catalogue
 from controller.services.dispatch import RETAINED_SUBSCRIPTIONS, Dispatcher
 from controller.services.emergencies import Emergencies
+from controller.services.live import LiveVoice
 from controller.services.telemetry import SUBSCRIPTIONS, Telemetry
 from schedules import topics
 from schedules.events import now_ms
@@ -39,6 +40,8 @@ class Services:
         self.telemetry = Telemetry(app)
         self.emergencies = Emergencies(app, self.key, self.publish)
         self.telemetry.on_ingested = self.emergencies.notify  # live views wake on every cluster's answer
+        self.live = LiveVoice(app)
+        self.emergencies.on_end.append(self.live.end)  # an alert that ends closes its live-voice session
         self.broker: EmbeddedBroker | None = None
         self.link: ControllerLink | None = None
         self.scheduler: BackgroundScheduler | None = None
@@ -59,6 +62,7 @@ class Services:
             self.broker = EmbeddedBroker(workdir=None).start()
             self.mqtt_url = self.broker.url
         self.telemetry.start()
+        self.live.start()  # Icecast for live voice: the configured one, else Debian's on loopback (or says why not)
         self.link = ControllerLink(self.mqtt_url, self.app.config["MQTT_CLIENT_ID"],
                                    SUBSCRIPTIONS + RETAINED_SUBSCRIPTIONS, self._on_message,
                                    on_connect=self._on_connect)
@@ -132,6 +136,7 @@ class Services:
             self.link.stop()
             self.link = None
         self.telemetry.stop()
+        self.live.stop()
         self.emergencies.shutdown()
         self.catalogue.shutdown()
         if self.broker is not None:
@@ -158,6 +163,9 @@ def alerts_tick(key_id: str) -> None:
     """Scheduler job: end alerts whose time is over and start those queued behind them."""
     svc = _RUNNING.get(key_id)
     if svc is not None:
+        for alert_id in svc.live.idle(float(svc.app.config["LIVE_IDLE_S"])):
+            logger.warning("live voice of alert %s: no audio for a while; ending it", alert_id)
+            svc.emergencies.end(alert_id, "source_lost")
         svc.emergencies.tick()
 
 

@@ -20,6 +20,7 @@ def make_config(tmp_path: Path, **extra) -> dict:
         "VAR_DIR": str(tmp_path / "var"),
         "SECRET_KEY": "test-secret",
         "HTTP_PORT": 8080,
+        "LIVE_ICECAST": "off",  # the live-voice tests start their own Icecast
         **extra,
     }
 

@@ -265,5 +265,5 @@ def list_areas(principal):
 
 
 
-from controller.api import accounts, admin, alerts, bulletins, fleet, programme, receivers, relays  # noqa: E402,F401,I001  (registers the views)
+from controller.api import accounts, admin, alerts, bulletins, fleet, live, programme, receivers, relays  # noqa: E402,F401,I001  (registers the views)
 from controller.api import status as _status  # noqa: E402,F401  (a local `status` elsewhere here: aliased)

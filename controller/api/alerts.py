@@ -110,6 +110,10 @@ def create_alert(principal):
 
 def create_alert_from(principal: auth.Principal, data: dict):
     """Validate, store and start an alert request (the alert endpoint's and the emergency relay's): 202."""
+    content = data.get("content")
+    if isinstance(content, dict) and content.get("kind") == "live":
+        raise ApiError(400, "alert.use_live", "live voice starts with POST /api/v1/live",
+                       "Nói trực tiếp được bắt đầu từ nút nói trực tiếp.")
     db = get_db()
     worker = _emergencies()
     req = em.parse_request(db, principal, data, config=current_app.config, now=now_ms())

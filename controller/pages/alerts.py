@@ -57,6 +57,7 @@ def alerts_page():
                if s.area_id is None or s.area_id in visible or s.area_id in above] if principal.may_alert else []
     default_area = principal.area_id if principal.area_id in visible else None
     labels = {a.id: em.area_label(a) for a in area_rows}
+    svc = services()
     relaying = principal.at_least("approver")
     if relaying and not sources:
         sources = [s for s in db.scalars(select(StreamSource).order_by(StreamSource.name))
@@ -69,6 +70,7 @@ def alerts_page():
     return render_template("alerts.html", principal=principal, areas=area_rows, labels=labels, recent=recent,
                            templates=templates, bulletins=bulletins, sources=sources, default_area=default_area,
                            local_time=common.local_time, relaying=relaying, relays=relays,
+                           live_available=bool(svc is not None and svc.live.available),
                            tts_fallback=principal.may_alert and em.tts_would_fall_back(current_app.config))
 
 

@@ -32,6 +32,7 @@ import socket
 import tempfile
 import threading
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,7 +60,8 @@ logger = logging.getLogger(__name__)
 
 MODES = ("live", "drill")
 ACTION_OF_MODE = {"live": "emergency", "drill": "drill"}
-CONTENT_KINDS = ("bulletin", "text", "template", "stream")
+CONTENT_KINDS = ("bulletin", "text", "template", "stream", "live")
+"""``live``: a person speaking now (:mod:`controller.services.live`); its stream URL is the controller's own."""
 WHEN_RUNNING = ("queue", "replace")
 STREAM_SCHEMES = ("http", "https")
 """Schemes a receiver's relay engine plays (its ffmpeg reads them); rtsp and rtmp are refused by name."""
@@ -314,6 +316,8 @@ def parse_request(db: Session, principal, data: dict, *, config: dict, now: int,
         req.text = text.strip()
         if not req.title:
             req.title = req.text.split(".")[0][:120]
+    elif kind == "live":
+        req.title = "Nói trực tiếp"
     else:
         own = {str(config.get("HTTP_HOST") or "").lower(), (urlsplit(str(config.get("PUBLIC_URL") or "")).hostname
                                                            or "").lower()} - {"", "0.0.0.0"}
@@ -425,6 +429,8 @@ class Emergencies:
         self.changed = threading.Condition()
         self.generation = 0
         self.sounds_dir = Path(app.config["VAR_DIR"]) / "alert-sounds"
+        self.on_end: list[Callable[[str], object]] = []
+        """Called with the alert id after an alert ended (live voice closes its session)."""
 
     def shutdown(self) -> None:
         """Finish the sound being made; drop queued work."""
@@ -445,9 +451,14 @@ class Emergencies:
         with session_scope(self.app) as db:
             alert = db.get(Alert, alert_id)
             status = alert.status if alert else None
-        if status == "preparing":
+            live = alert is not None and alert.content_kind == "live"
+        if status == "preparing" and not live:  # a live alert starts once its mount holds audio: go_live
             self.pool.submit(self._prepare_and_start, alert_id)
         self.notify()
+
+    def go_live(self, alert_id: str) -> None:
+        """The live voice's mount holds audio: send the alert now."""
+        self.pool.submit(self._prepare_and_start, alert_id)
 
     def _prepare_and_start(self, alert_id: str) -> None:
         try:
@@ -485,7 +496,7 @@ class Emergencies:
     def _start(self, db: Session, alert: Alert, duration_ms: int | None) -> None:
         """Send it: one signed command per scope and the retained state; the alert is running."""
         now = now_ms()
-        if alert.content_kind == "stream":
+        if alert.content_kind in ("stream", "live"):
             duration = (alert.until_ms - now) if alert.until_ms else DEFAULT_STREAM_MS
         else:
             assert duration_ms is not None
@@ -524,6 +535,11 @@ class Emergencies:
             alert.ended_ms, alert.ended_by, alert.end_reason = now_ms(), by, reason
             audit(db, by, "alert_" + ("end" if reason == "complete" else "stop"), "alert", alert.id,
                   {"reason": reason, "was": "running" if was_running else "waiting"})
+        for hook in self.on_end:
+            try:
+                hook(alert_id)
+            except Exception:  # noqa: BLE001 - the alert has ended whatever a hook does
+                logger.exception("alert %s: an end hook failed", alert_id)
         self.start_queued()
         self.notify()
         return True
@@ -566,7 +582,7 @@ class Emergencies:
 
     def _sound_work(self, db: Session, alert: Alert):
         """A callable making the alert's sound (sha256, duration ms, tts engine), or None for a stream."""
-        if alert.content_kind == "stream":
+        if alert.content_kind in ("stream", "live"):
             return None
         settings = tts_settings(self.app.config)
         if alert.content_kind == "bulletin":

@@ -114,11 +114,100 @@
       var body = Object.assign({}, request);
       if (choice) { body.if_running = choice.value; }
       send.disabled = true;
+      if (body.content.kind === "live") { startLive(body, send, err); return; }
       api("/api/v1/alerts", body).then(function (res) {
         if (!res.ok) { err.textContent = errorText(res, words); show(err, true); send.disabled = false; return; }
         window.location.href = "/alerts/" + encodeURIComponent(res.json.alert.id);
       }, function () { err.textContent = words.dataset.failed; show(err, true); send.disabled = false; });
     });
+  }
+
+  // ------------------------------------------------------------------ live voice
+  // The microphone first (nothing is created if it is refused), then the session, then 250 ms slices
+  // posted in order; the alert goes out once the first slices reached Icecast.
+  function startLive(body, send, err) {
+    var words = document.getElementById("words");
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia || !window.MediaRecorder) {
+      err.textContent = words.dataset.nomic; show(err, true); send.disabled = false; return;
+    }
+    navigator.mediaDevices.getUserMedia({audio: {echoCancellation: true, noiseSuppression: true, autoGainControl: true}})
+      .then(function (stream) {
+        var types = ["audio/webm;codecs=opus", "audio/ogg;codecs=opus", "audio/webm"];
+        var mime = types.filter(function (t) { return MediaRecorder.isTypeSupported(t); })[0] || "";
+        body.mime_type = mime || "audio/webm";
+        delete body.content;
+        api("/api/v1/live", body).then(function (res) {
+          if (!res.ok) {
+            stream.getTracks().forEach(function (t) { t.stop(); });
+            err.textContent = errorText(res, words); show(err, true); send.disabled = false; return;
+          }
+          runLive(res.json.alert.id, stream, mime, words);
+        });
+      }, function () {
+        err.textContent = words.dataset.nomic; show(err, true); send.disabled = false;
+      });
+  }
+
+  function runLive(id, stream, mime, words) {
+    show(document.getElementById("confirm"), false);
+    var panel = document.getElementById("live-panel");
+    panel.className = "confirm " + document.getElementById("compose").className.split(" ").pop();
+    show(panel, true);
+    var banner = document.getElementById("live-banner");
+    var drill = panel.className.indexOf("drill") >= 0;
+    banner.className = "alert-bar " + (drill ? "drill" : "live");
+    show(document.getElementById("live-drill-say"), drill);  // the receivers play the voice only: say it
+    var state = document.getElementById("live-state");
+    var errBox = document.getElementById("live-error");
+    state.textContent = words.dataset.waiting;
+    var recorder = mime ? new MediaRecorder(stream, {mimeType: mime}) : new MediaRecorder(stream);
+    var queue = [], seq = 0, sending = false, ended = false, started = Date.now();
+    var headers = {"X-CSRFToken": csrf, "Content-Type": mime || "audio/webm"};
+    function fail(text) {
+      errBox.textContent = text; show(errBox, true);
+      finish();
+    }
+    function pump() {
+      if (sending || !queue.length) { return; }
+      sending = true;
+      var blob = queue.shift();
+      fetch("/api/v1/live/" + encodeURIComponent(id) + "/audio?seq=" + seq, {
+        method: "POST", credentials: "same-origin", headers: headers, body: blob})
+        .then(function (r) { return r.json().then(function (j) { return {ok: r.ok, json: j}; }); })
+        .then(function (res) {
+          sending = false;
+          if (!res.ok) { fail(errorText(res, words)); return; }
+          seq += 1;
+          if (res.json.live) { state.textContent = words.dataset.onair; }
+          pump();
+        }, function () { sending = false; fail(words.dataset.failed); });
+    }
+    recorder.ondataavailable = function (e) { if (e.data && e.data.size && !ended) { queue.push(e.data); pump(); } };
+    recorder.start(250);
+    var clock = setInterval(function () {
+      var s = Math.floor((Date.now() - started) / 1000);
+      document.getElementById("live-clock").textContent = Math.floor(s / 60) + ":" + ("0" + (s % 60)).slice(-2);
+    }, 500);
+    var events = window.EventSource ? new EventSource("/alerts/" + encodeURIComponent(id) + "/events") : null;
+    if (events) {
+      events.addEventListener("status", function (e) {
+        var st = JSON.parse(e.data);
+        document.getElementById("live-playing").textContent = (st.counts && st.counts.playing) || 0;
+        document.getElementById("live-total").textContent = st.total || 0;
+      });
+    }
+    function finish() {
+      if (ended) { return; }
+      ended = true;
+      clearInterval(clock);
+      if (recorder.state !== "inactive") { recorder.stop(); }
+      stream.getTracks().forEach(function (t) { t.stop(); });
+      if (events) { events.close(); }
+      api("/api/v1/live/" + encodeURIComponent(id) + "/stop", {}).then(function () {
+        window.location.href = "/alerts/" + encodeURIComponent(id);
+      });
+    }
+    document.getElementById("live-stop").addEventListener("click", finish);
   }
 
   // ------------------------------------------------------------------ relay now

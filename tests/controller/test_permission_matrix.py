@@ -401,6 +401,13 @@ MATRIX: list[Entry] = [
         req=lambda p, w: R(f"{V1}/alerts/{p.fresh_alert()}/stop")),
     api("POST", f"{V1}/alerts/<alert_id>/correction", "manager", ok=409,
         req=lambda p, w: R(f"{V1}/alerts/{p.fresh_alert()}/correction")),
+    # live voice: the matrix's controller runs no Icecast, so a permitted call ends in 503 live.unavailable
+    api("POST", f"{V1}/live", "manager", ok=503,
+        req=lambda p, w: R(f"{V1}/live", json={"mode": "drill", "areas": [p.area]})),
+    api("POST", f"{V1}/live/<alert_id>/audio", "operator", ok=503,
+        req=lambda p, w: R(f"{V1}/live/{p.fresh_alert()}/audio?seq=0")),
+    api("POST", f"{V1}/live/<alert_id>/stop", "manager", ok=503,
+        req=lambda p, w: R(f"{V1}/live/{p.fresh_alert()}/stop")),
     api("GET", f"{V1}/alert-templates", "viewer", lambda p, w: R(f"{V1}/alert-templates"), scoped=False),
     api("POST", f"{V1}/alert-templates", "manager", ok=400,
         req=lambda p, w: R(f"{V1}/alert-templates", json={"area": p.area, "name": ""})),
