@@ -312,8 +312,7 @@ def create_stream_source(principal):
     name = data.get("name")
     if not isinstance(name, str) or not name.strip() or len(name) > 200:
         raise ApiError(400, "stream.bad_name", "name: 1-200 characters", "Tên nguồn phát cần 1-200 ký tự.")
-    own = {str(current_app.config.get("HTTP_HOST") or "").lower()} - {"", "0.0.0.0"}
-    url = em.check_stream_url(data.get("url"), own_hosts=own,
+    url = em.check_stream_url(data.get("url"), own=em.own_endpoints(current_app.config),
                               allow_private=bool(current_app.config.get("ALERT_ALLOW_PRIVATE_STREAMS")))
     row = StreamSource(area_id=area.id, name=name.strip(), url=url, created_ms=now_ms())
     db.add(row)

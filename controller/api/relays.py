@@ -48,8 +48,7 @@ def _url_of(principal, data: dict) -> tuple[str, str]:
         url, name = src.url, src.name
     else:
         url, name = data.get("url"), str(data.get("name") or "")[:200]
-    own = {str(current_app.config.get("HTTP_HOST") or "").lower()} - {"", "0.0.0.0"}
-    checked = em.check_stream_url(url, own_hosts=own,
+    checked = em.check_stream_url(url, own=em.own_endpoints(current_app.config),
                                   allow_private=bool(current_app.config.get("ALERT_ALLOW_PRIVATE_STREAMS")))
     return checked, name or "Tiếp sóng"
 
@@ -90,17 +89,18 @@ def relay_now(principal):
         if b.status != "ready":
             raise ApiError(409, "bulletin.not_ready", "the fallback bulletin is not ready",
                            "Bản tin dự phòng chưa sẵn sàng.")
+    start_ms = -(-(now + LEAD_MS) // 1000) * 1000  # a whole second: the programme places items by the second
     row = ProgrammeItem(kind="relay", title=name, relay_url=url, fallback_bulletin_id=fallback,
                         area_id=em.resolve_targets(db, principal, targets, []).owner,
                         targets=None if len(targets) == 1 else json.dumps(targets),
-                        start_ms=now + LEAD_MS, duration_ms=duration_s * 1000, priority=level, mode="once",
+                        start_ms=start_ms, duration_ms=duration_s * 1000, priority=level, mode="once",
                         status="draft", created_by=principal.id, created_ms=now)
     if len(targets) == 1:
         row.area_id = targets[0]
     if not svc_programme.can_approve(principal, db, row):
         raise ApiError(403, "relay.forbidden", "relaying now needs an approver of every target area",
                        "Tiếp sóng ngay cần quyền duyệt ở mọi địa bàn đã chọn.")
-    local = datetime.fromtimestamp((now + LEAD_MS) / 1000, ZoneInfo(current_app.config["TIMEZONE"]))
+    local = datetime.fromtimestamp(start_ms / 1000, ZoneInfo(current_app.config["TIMEZONE"]))
     row.day, row.at_s = local.date().isoformat(), local.hour * 3600 + local.minute * 60 + local.second
     row.status, row.approved_by, row.approved_ms = "approved", principal.id, now
     db.add(row)

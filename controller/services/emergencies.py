@@ -158,8 +158,21 @@ def _common_area(db: Session, area_ids: list[str]) -> str:
     return common[-1] if common else area_ids[0]
 
 
-def check_stream_url(url: Any, *, allow_private: bool, own_hosts: set[str]) -> str:
-    """An http(s) URL that is not the controller itself nor (unless allowed) a private address."""
+def own_endpoints(config: Any) -> set[str]:
+    """``host:port`` where the controller itself answers (its listener and its public URL)."""
+    out = set()
+    host = str(config.get("HTTP_HOST") or "").lower()
+    if host and host != "0.0.0.0":
+        out.add(f"{host}:{int(config.get('HTTP_PORT') or 80)}")
+    public = urlsplit(str(config.get("PUBLIC_URL") or ""))
+    if public.hostname:
+        out.add(f"{public.hostname.lower()}:{public.port or (443 if public.scheme == 'https' else 80)}")
+    return out
+
+
+def check_stream_url(url: Any, *, allow_private: bool, own: set[str]) -> str:
+    """An http(s) URL that is not the controller itself (``own``: its ``host:port``) nor (unless allowed) a
+    private address. Another port of the controller's machine (its Icecast, a studio encoder) is fine."""
     if not isinstance(url, str) or not url or len(url) > 1000:
         raise _bad("alert.bad_url", "url: an http(s) stream URL up to 1000 characters",
                    "Địa chỉ luồng phát không hợp lệ.")
@@ -172,7 +185,12 @@ def check_stream_url(url: Any, *, allow_private: bool, own_hosts: set[str]) -> s
         raise _bad("alert.bad_url", "url must be an http(s) URL with a host", "Địa chỉ luồng phát phải bắt đầu bằng "
                    "http:// hoặc https://.")
     host = parts.hostname.lower()
-    if host in own_hosts:
+    try:
+        port = parts.port or (443 if scheme == "https" else 80)
+    except ValueError as exc:
+        raise _bad("alert.bad_url", "the URL's port is not a number", "Cổng trong địa chỉ luồng phát không hợp lệ.") \
+            from exc
+    if f"{host}:{port}" in own:
         raise _bad("alert.url_forbidden", "the stream URL points at the controller itself",
                    "Địa chỉ luồng phát trỏ vào chính máy chủ điều khiển.")
     if not allow_private and _is_private(host):
@@ -319,9 +337,7 @@ def parse_request(db: Session, principal, data: dict, *, config: dict, now: int,
     elif kind == "live":
         req.title = "Nói trực tiếp"
     else:
-        own = {str(config.get("HTTP_HOST") or "").lower(), (urlsplit(str(config.get("PUBLIC_URL") or "")).hostname
-                                                           or "").lower()} - {"", "0.0.0.0"}
-        req.stream_url = check_stream_url(content.get("url"), own_hosts=own,
+        req.stream_url = check_stream_url(content.get("url"), own=own_endpoints(config),
                                           allow_private=bool(config.get("ALERT_ALLOW_PRIVATE_STREAMS")))
         req.title = str(content.get("name") or "")[:200] or "Tiếp sóng khẩn cấp"
     title = data.get("title")
@@ -556,10 +572,17 @@ class Emergencies:
         self.advance(alert_id)
 
     def tick(self) -> int:
-        """End running alerts whose time is over; start queued ones that are free. The number ended."""
+        """End running alerts whose time is over; start queued ones that are free. The number ended.
+
+        An alert's sound is over by the controller's clock at ``ends_ms``, but each cluster started it when
+        its command (and the media) reached it, a short lead later: it ends that much after. Ending the
+        alert clears its state and stops it by id, which would cut their closing chime; so the natural end
+        waits for the clusters still playing it (:func:`still_playing`), at most ``END_WAIT_MS``.
+        """
         now = now_ms()
         with session_scope(self.app) as db:
-            due = db.scalars(select(Alert.id).where(Alert.status == "running", Alert.ends_ms <= now)).all()
+            due = [a.id for a in db.scalars(select(Alert).where(Alert.status == "running", Alert.ends_ms <= now))
+                   if now >= (a.ends_ms or 0) + END_WAIT_MS or not still_playing(db, a.id)]
         for alert_id in due:
             self.end(alert_id, "complete")
         self.start_queued()
@@ -665,6 +688,26 @@ def _receivers_of(db: Session, area_ids: list[str], rx_ids: list[str]) -> list[s
     found = list(db.scalars(select(Receiver.id).where(Receiver.area_id.in_(covered), Receiver.retired_ms.is_(None))
                             .order_by(Receiver.id)).all()) if covered else []
     return list(dict.fromkeys([*found, *rx_ids]))
+
+
+END_WAIT_MS = 30_000
+"""How long an alert's natural end waits, after its sound is over by the controller's clock, for clusters
+still playing it (one that had to fetch the media started late, and plays it whole)."""
+
+
+def still_playing(db: Session, alert_id: str) -> set[str]:
+    """The clusters that took the alert by its command or started playing it, and have not reported its end."""
+    rows = db.execute(select(Event.rx_id, Event.type, Event.body).where(
+        Event.item_id == alert_id,
+        Event.type.in_((ev.COMMAND_ACK, ev.PLAYBACK_STARTED, ev.PLAYBACK_FINISHED, ev.PLAYBACK_FAILED)))).all()
+    taken, over = set(), set()
+    for rx_id, type_, body in rows:
+        if type_ in (ev.PLAYBACK_FINISHED, ev.PLAYBACK_FAILED):
+            over.add(rx_id)
+        elif type_ == ev.PLAYBACK_STARTED or not json.loads(body).get("joined"):
+            # A join from the alert state near its end may find nothing left to play (and report no end).
+            taken.add(rx_id)
+    return taken - over
 
 
 # ---------------------------------------------------------------------- what each cluster did
