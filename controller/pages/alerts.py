@@ -18,7 +18,7 @@ from flask import Blueprint, Response, abort, current_app, render_template, stre
 from sqlalchemy import select
 
 from controller.db import get_db, session_scope
-from controller.models import ALERT_OPEN, Alert, Area, Bulletin, ProgrammeItem, StreamSource
+from controller.models import ALERT_OPEN, Alert, Area, Bulletin, ProgrammeItem, Receiver, StreamSource
 from controller.pages import common
 from controller.runtime import services
 from controller.services import areas
@@ -58,6 +58,9 @@ def alerts_page():
     default_area = principal.area_id if principal.area_id in visible else None
     labels = {a.id: em.area_label(a) for a in area_rows}
     svc = services()
+    clusters = list(db.scalars(select(Receiver).where(Receiver.area_id.in_(visible), Receiver.retired_ms.is_(None))
+                               .order_by(Receiver.area_id, Receiver.name).limit(1000))) if principal.may_alert else []
+    own_templates = [t for t in templates if t.area_id is not None] if principal.at_least("manager") else []
     relaying = principal.at_least("approver")
     if relaying and not sources:
         sources = [s for s in db.scalars(select(StreamSource).order_by(StreamSource.name))
@@ -70,7 +73,8 @@ def alerts_page():
     return render_template("alerts.html", principal=principal, areas=area_rows, labels=labels, recent=recent,
                            templates=templates, bulletins=bulletins, sources=sources, default_area=default_area,
                            local_time=common.local_time, relaying=relaying, relays=relays,
-                           live_available=bool(svc is not None and svc.live.available),
+                           live_available=bool(svc is not None and svc.live.available), clusters=clusters,
+                           own_templates=own_templates,
                            tts_fallback=principal.may_alert and em.tts_would_fall_back(current_app.config))
 
 

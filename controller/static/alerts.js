@@ -60,12 +60,14 @@
     function build() {
       var areas = Array.prototype.map.call(form.querySelectorAll('input[name="area"]:checked'),
                                            function (c) { return c.value; });
+      var receivers = Array.prototype.map.call(form.querySelectorAll('input[name="rx"]:checked'),
+                                               function (c) { return c.value; });
       var content = {kind: kind()};
       if (content.kind === "template") { content.template_id = parseInt(form.template_id.value, 10); }
       if (content.kind === "text") { content.text = form.text.value; }
       if (content.kind === "bulletin") { content.bulletin_id = parseInt(form.bulletin_id.value, 10); }
       if (content.kind === "stream") { content.url = form.url.value; }
-      var body = {mode: mode, areas: areas, content: content, volume: parseInt(form.volume.value, 10),
+      var body = {mode: mode, areas: areas, receivers: receivers, content: content, volume: parseInt(form.volume.value, 10),
                   repeat: parseInt(form.repeat.value, 10), gap_s: parseFloat(form.gap_s.value),
                   chime: form.chime.checked};
       if (form.until.value) { body.until_ms = new Date(form.until.value).getTime(); }
@@ -85,6 +87,9 @@
           words.dataset["count" + (mode === "live" ? "Live" : "Drill")] + " " + p.clusters + " " +
           words.dataset.clusters + " " + words.dataset.at + " " + p.where;
         document.getElementById("confirm-title").textContent = p.title;
+        var listen = document.getElementById("listen");
+        show(listen, request.content.kind === "text" || request.content.kind === "template");
+        show(document.getElementById("listen-audio"), false);
         show(document.getElementById("confirm-needs"), p.needs_confirm);
         show(document.getElementById("confirm-fallback"), p.tts_fallback);
         show(document.getElementById("confirm-running"), p.running.length > 0);
@@ -99,6 +104,26 @@
         show(confirmBox, true);
         confirmBox.scrollIntoView({behavior: "smooth", block: "start"});
       });
+    });
+
+    document.getElementById("listen").addEventListener("click", function () {
+      // The message as it will be spoken (the text-to-speech preview: nothing is stored or sent).
+      var text = request.content.kind === "text" ? request.content.text :
+        document.getElementById("template").selectedOptions[0].dataset.text;
+      var btn = this;
+      btn.disabled = true;
+      fetch("/api/v1/bulletins/tts/preview", {method: "POST", credentials: "same-origin",
+        headers: {"Content-Type": "application/json", "X-CSRFToken": csrf},
+        body: JSON.stringify({text: text, area: request.areas[0]})})
+        .then(function (r) { return r.ok ? r.blob() : null; })
+        .then(function (blob) {
+          btn.disabled = false;
+          if (!blob) { return; }
+          var audio = document.getElementById("listen-audio");
+          audio.src = URL.createObjectURL(blob);
+          show(audio, true);
+          audio.play();
+        }, function () { btn.disabled = false; });
     });
 
     document.getElementById("back").addEventListener("click", function () {
@@ -208,6 +233,38 @@
       });
     }
     document.getElementById("live-stop").addEventListener("click", finish);
+  }
+
+  // ------------------------------------------------------------------ an area's prepared texts
+  var editor = document.getElementById("templates-editor");
+  if (editor) {
+    var tplError = document.getElementById("tpl-error");
+    var send = function (method, path, body) {
+      return fetch(path, {method: method, credentials: "same-origin",
+                          headers: {"Content-Type": "application/json", "X-CSRFToken": csrf},
+                          body: body ? JSON.stringify(body) : undefined})
+        .then(function (r) {
+          if (r.ok) { window.location.reload(); return; }
+          return r.json().then(function (j) {
+            tplError.textContent = (j.error && j.error.message_vi) || ""; show(tplError, true);
+          });
+        });
+    };
+    editor.addEventListener("submit", function (e) {
+      var f = e.target.closest("form.tpl");
+      if (!f) { return; }
+      e.preventDefault();
+      var id = f.dataset.template;
+      var body = {name: f.name.value, text: f.text.value};
+      if (id) { send("PATCH", "/api/v1/alert-templates/" + encodeURIComponent(id), body); return; }
+      body.area = f.area.value; body.topic = f.topic.value;
+      send("POST", "/api/v1/alert-templates", body);
+    });
+    editor.addEventListener("click", function (e) {
+      var del = e.target.closest && e.target.closest(".tpl-delete");
+      if (!del) { return; }
+      send("DELETE", "/api/v1/alert-templates/" + encodeURIComponent(del.closest("form.tpl").dataset.template));
+    });
   }
 
   // ------------------------------------------------------------------ relay now

@@ -53,6 +53,10 @@ def test_an_operator_sends_a_drill_from_a_phone_in_four_taps(live_app, receiver,
         assert page.evaluate("document.documentElement.scrollWidth") <= 390
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "alert-confirm-390.png"), full_page=True)
+        # Listening first is there for who wants it (not one of the four taps): the message as it will be spoken.
+        page.locator("#listen").tap()
+        expect(page.locator("#listen-audio")).to_be_visible(timeout=60_000)
+        assert page.locator("#listen-audio").get_attribute("src").startswith("blob:")
         page.locator("#send").tap()
         taps += 1
         assert taps == 4
