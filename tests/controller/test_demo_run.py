@@ -92,9 +92,10 @@ def test_demo_runs_receivers_in_their_own_process(tmp_path: Path, stop: str) -> 
         user, password = _wait(lambda: admin.exists() and admin.read_text().split(), 90, "the demo admin login")
         assert _wait(lambda: requests.get(f"{base}/login", timeout=5).status_code == 200, 30, "the login page")
         _wait(lambda: _online(base, (user, password)) == RECEIVERS, 90, "six receivers online")
-        children = _children(proc.pid)  # the demo receivers, and the embedded broker
+        children = _children(proc.pid)  # the demo receivers, the embedded broker and Icecast
+        # By its arguments (`python -m receiver ... sim`), not by any path that happens to hold the word.
         sims = [c for c in children
-                if "receiver" in Path(f"/proc/{c}/cmdline").read_bytes().replace(b"\0", b" ").decode()]
+                if Path(f"/proc/{c}/cmdline").read_bytes().split(b"\0")[1:3] == [b"-m", b"receiver"]]
         assert len(sims) == 1, "the demo receivers run as one child process"
         # The controller itself holds no receiver code: it never imported the receiver package.
         modules = json.loads(subprocess.run(
