@@ -294,12 +294,7 @@ def _source_json(s: StreamSource) -> dict:
 @require("viewer")
 def list_stream_sources(principal):
     """Saved live streams (VOV, the province, the district studio) of the caller's areas and above."""
-    db = get_db()
-    visible = areas.subtree_ids(db, principal.area_id)
-    above = {a.id for a in areas.ancestors(db, principal.area_id)} if principal.area_id else set()
-    rows = [s for s in db.scalars(select(StreamSource).order_by(StreamSource.name))
-            if s.area_id is None or s.area_id in visible or s.area_id in above]
-    return jsonify({"sources": [_source_json(s) for s in rows]})
+    return jsonify({"sources": [_source_json(s) for s in em.stream_sources_for(get_db(), principal)]})
 
 
 @bp.post("/stream-sources")

@@ -23,7 +23,6 @@ from controller.db import get_db
 from controller.errors import ApiError
 from controller.models import ProgrammeItem, StreamSource
 from controller.runtime import services
-from controller.services import areas
 from controller.services import emergencies as em
 from controller.services import programme as svc_programme
 from controller.services.programme import audit
@@ -42,8 +41,7 @@ def _url_of(principal, data: dict) -> tuple[str, str]:
     url: object
     if data.get("source_id") is not None:
         src = db.get(StreamSource, data["source_id"]) if isinstance(data["source_id"], int) else None
-        if src is None or (src.area_id is not None and not principal.may_touch(db, src.area_id)
-                           and src.area_id not in {a.id for a in areas.ancestors(db, principal.area_id or "")}):
+        if src is None or src not in em.stream_sources_for(db, principal):
             raise ApiError(404, "stream.not_found", "no such stream source", "Không tìm thấy nguồn phát.")
         url, name = src.url, src.name
     else:

@@ -18,7 +18,7 @@ from flask import Blueprint, Response, abort, current_app, render_template, stre
 from sqlalchemy import select
 
 from controller.db import get_db, session_scope
-from controller.models import ALERT_OPEN, Alert, Area, Bulletin, ProgrammeItem, Receiver, StreamSource
+from controller.models import ALERT_OPEN, Alert, Area, Bulletin, ProgrammeItem, Receiver
 from controller.pages import common
 from controller.runtime import services
 from controller.services import areas
@@ -52,19 +52,14 @@ def alerts_page():
     templates = em.templates_for(db, principal) if principal.may_alert else []
     bulletins = list(db.scalars(select(Bulletin).where(Bulletin.area_id.in_(visible), Bulletin.status == "ready")
                                 .order_by(Bulletin.created_ms.desc()).limit(50))) if principal.may_alert else []
-    above = {a.id for a in areas.ancestors(db, principal.area_id)} if principal.area_id else set()
-    sources = [s for s in db.scalars(select(StreamSource).order_by(StreamSource.name))
-               if s.area_id is None or s.area_id in visible or s.area_id in above] if principal.may_alert else []
+    relaying = principal.at_least("approver")
+    sources = em.stream_sources_for(db, principal) if principal.may_alert or relaying else []
     default_area = principal.area_id if principal.area_id in visible else None
     labels = {a.id: em.area_label(a) for a in area_rows}
     svc = services()
     clusters = list(db.scalars(select(Receiver).where(Receiver.area_id.in_(visible), Receiver.retired_ms.is_(None))
                                .order_by(Receiver.area_id, Receiver.name).limit(1000))) if principal.may_alert else []
     own_templates = [t for t in templates if t.area_id is not None] if principal.at_least("manager") else []
-    relaying = principal.at_least("approver")
-    if relaying and not sources:
-        sources = [s for s in db.scalars(select(StreamSource).order_by(StreamSource.name))
-                   if s.area_id is None or s.area_id in visible or s.area_id in above]
     now = common.now_ms()
     relays = [r for r in db.scalars(select(ProgrammeItem).where(
         ProgrammeItem.kind == "relay", ProgrammeItem.status == "approved", ProgrammeItem.mode == "once",

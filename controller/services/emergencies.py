@@ -48,7 +48,18 @@ from audio import assemble, pipeline, tts
 from audio.errors import AudioError
 from controller.db import session_scope
 from controller.errors import ApiError
-from controller.models import ALERT_OPEN, Alert, AlertSound, AlertTemplate, Area, Bulletin, Event, Media, Receiver
+from controller.models import (
+    ALERT_OPEN,
+    Alert,
+    AlertSound,
+    AlertTemplate,
+    Area,
+    Bulletin,
+    Event,
+    Media,
+    Receiver,
+    StreamSource,
+)
 from controller.services import alerts as wire
 from controller.services import areas
 from controller.services.catalogue import pipeline_settings, tts_settings
@@ -224,6 +235,14 @@ def templates_for(db: Session, principal) -> list[AlertTemplate]:
                                                           and areas.is_within(db, principal.area_id, t.area_id)):
             mine.append(t)
     return mine
+
+
+def stream_sources_for(db: Session, principal) -> list[StreamSource]:
+    """Saved streams the caller may relay: everyone's, those of their areas, and those of the areas above."""
+    visible = areas.subtree_ids(db, principal.area_id)
+    above = {a.id for a in areas.ancestors(db, principal.area_id)} if principal.area_id else set()
+    return [s for s in db.scalars(select(StreamSource).order_by(StreamSource.name))
+            if s.area_id is None or s.area_id in visible or s.area_id in above]
 
 
 def correction_template(db: Session, area_id: str) -> AlertTemplate | None:

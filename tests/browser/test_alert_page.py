@@ -8,11 +8,8 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from controller.db import session_scope
-from controller.models import User
-
 from helpers import wait_until
-from web_support import ARTIFACTS, login
+from web_support import ARTIFACTS, PHONE, login, operator_may_alert
 
 pytestmark = pytest.mark.e2e
 
@@ -20,13 +17,8 @@ pytestmark = pytest.mark.e2e
 def test_an_operator_sends_a_drill_from_a_phone_in_four_taps(live_app, receiver, browser):
     _proc, sink_dir, log = receiver
     live_app.config["TTS_ENGINES"] = "espeak"  # no internet here: the offline voice, and the screen says so
-    with session_scope(live_app) as db:
-        db.query(User).filter_by(username="op-phu").one().may_alert = True
-    base = live_app.config["PUBLIC_URL"]
-    wait_until(lambda: _online(live_app, "phu-1"), timeout=30, what=f"phu-1 online (log: {log})")
-
-    phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True,
-                                locale="vi-VN")
+    base = operator_may_alert(live_app, log)
+    phone = browser.new_context(**PHONE)
     page = phone.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -86,9 +78,3 @@ def test_an_operator_sends_a_drill_from_a_phone_in_four_taps(live_app, receiver,
     sidecars = wait_until(lambda: [p for p in sink_dir.glob("al-*.json")], timeout=20, what="the drill in the sink")
     assert '"mode": "drill"' in sidecars[0].read_text()
 
-
-def _online(app, rx_id: str) -> bool:
-    from controller.models import Receiver
-
-    with session_scope(app) as db:
-        return bool(db.get(Receiver, rx_id).online)

@@ -21,10 +21,10 @@ from playwright.sync_api import expect
 from audio.ffmpeg import ffmpeg_exe
 from controller.db import session_scope
 from controller.icecast import icecast_binary
-from controller.models import Alert, User
+from controller.models import Alert
 
 from helpers import CHROMIUM_ARGS, chromium_path, wait_until
-from web_support import ARTIFACTS, login
+from web_support import ARTIFACTS, PHONE, login, operator_may_alert
 
 pytestmark = pytest.mark.e2e
 
@@ -79,12 +79,8 @@ def icecast_live(live_app):
 def test_live_voice_from_the_browser_reaches_the_receiver(icecast_live, receiver, speaking_browser):
     app = icecast_live
     _proc, sink_dir, log = receiver
-    with session_scope(app) as db:
-        db.query(User).filter_by(username="op-phu").one().may_alert = True
-    base = app.config["PUBLIC_URL"]
-    wait_until(lambda: _online(app, "phu-1"), timeout=30, what=f"phu-1 online (log: {log})")
-    ctx = speaking_browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True,
-                                       locale="vi-VN")
+    base = operator_may_alert(app, log)
+    ctx = speaking_browser.new_context(**PHONE)
     page = ctx.new_page()
     first_slice: list[float] = []
     page.on("request", lambda r: first_slice.append(time.time()) if "/audio?seq=0" in r.url else None)
@@ -137,7 +133,7 @@ def test_a_refused_microphone_creates_nothing(icecast_live, playwright_session):
         db.add(Receiver(id="phu-9", area_id="qd/phu", name="P9", token_hash=auth.token_hash("t9"), created_ms=0))
     b = playwright_session.chromium.launch(executable_path=chromium_path(), args=[*CHROMIUM_ARGS])
     try:
-        ctx = b.new_context(viewport={"width": 390, "height": 844}, locale="vi-VN")
+        ctx = b.new_context(**PHONE)
         ctx.clear_permissions()  # no fake UI: headless Chromium denies the microphone
         page = ctx.new_page()
         login(page, app.config["PUBLIC_URL"], "admin", "pw-admin")
@@ -154,13 +150,6 @@ def test_a_refused_microphone_creates_nothing(icecast_live, playwright_session):
         b.close()
     with session_scope(app) as db:
         assert db.query(Alert).count() == 0
-
-
-def _online(app, rx_id: str) -> bool:
-    from controller.models import Receiver
-
-    with session_scope(app) as db:
-        return bool(db.get(Receiver, rx_id).online)
 
 
 def _artifacts():
