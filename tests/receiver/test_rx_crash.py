@@ -82,9 +82,10 @@ def test_killed_decoder_raises_player_crashed_and_playback_goes_on(
     labels = classify(tones(pcm), (523,))
     assert None not in labels[1:-1], runs(labels)  # no silence, not even where the new decoder took over
     # The tone everywhere but in the few windows around that junction, where the content jumps to the
-    # restart point and the drift correction catches up (how many depends on the machine's load).
+    # restart point and the drift correction catches up (how many depends on the machine's load: with
+    # the whole suite and two more test runs on 2 cores, odd windows were seen up to 5 after it).
     junction = raised["offset_ms"] // 100
-    steady = [label for i, label in enumerate(labels[1:-1], 1) if abs(i - junction) > 3]
-    assert len(steady) >= len(labels) - 9 and set(steady) == {523}, runs(labels)
+    steady = [label for i, label in enumerate(labels[1:-1], 1) if not -3 <= i - junction <= 6]
+    assert len(steady) >= len(labels) - 12 and set(steady) == {523}, runs(labels)
     print(f"fault raised {raised['ts'] - killed_ms} ms after the kill (the audio already decoded played first); "
           f"played {news['played_ms']} of 6000 ms; ended {sidecar['closed_ms'] - start - 6000:+.0f} ms off schedule")
