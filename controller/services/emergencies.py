@@ -453,7 +453,7 @@ class Emergencies:
     """The controller's alert worker: makes sounds off the request thread and moves alerts along their life.
 
     One thread of its own (an alert never waits behind a long upload in the catalogue's pool).
-    ``publish`` and ``key`` are the runtime's; ``on_change`` is called after every state change.
+    ``publish`` and ``key`` are the runtime's; :meth:`notify` wakes the live views after every change.
     """
 
     def __init__(self, app: Flask, key, publish):
@@ -585,10 +585,13 @@ class Emergencies:
             alert = db.get(Alert, alert_id)
             assert alert is not None
             clash = overlapping_open(db, json.loads(alert.target_rx or "[]"), exclude=alert.id)
+            # The sender chose to replace what runs there: that choice holds once confirmed.
+            replaced = [a.id for a in clash] if alert.replaces_id is not None else []
             alert.confirmed_by, alert.confirmed_ms = principal.id, now_ms()
-            alert.status = "queued" if clash else "preparing"
-            audit(db, principal.id, "alert_confirm", "alert", alert.id, {"queued": bool(clash)})
-        self.advance(alert_id)
+            alert.status = "queued" if clash and not replaced else "preparing"
+            audit(db, principal.id, "alert_confirm", "alert", alert.id,
+                  {"queued": alert.status == "queued", "replaces": replaced})
+        self.advance(alert_id, replaced, by=principal.id)
 
     def tick(self) -> int:
         """End running alerts whose time is over; start queued ones that are free. The number ended.

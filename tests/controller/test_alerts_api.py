@@ -295,3 +295,18 @@ def test_relay_now_at_programme_level_and_its_stop(fleet, client):
     urgent = client.post("/api/v1/relays", json={**body, "level": "emergency"}, auth=MAN)
     assert urgent.status_code == 202 and urgent.json["alert"]["content"] == "stream"
     assert urgent.json["alert"]["stream_url"] == body["url"] and urgent.json["alert"]["mode"] == "live"
+
+
+def test_a_confirmed_alert_keeps_its_senders_choice_to_replace(fleet, client):
+    drill = client.post("/api/v1/alerts", json=_drill(fleet, repeat=1), auth=MAN).json["alert"]
+    assert client.patch("/api/v1/areas/qd/phu", json={"alert_needs_confirm": True}, auth=MAN).status_code == 200
+    live = {"mode": "live", "areas": ["qd/phu"], "content": {"kind": "text", "text": "Lũ lên nhanh."}, "repeat": 1,
+            "if_running": "replace"}
+    alert = client.post("/api/v1/alerts", json=live, auth=("op-ok", "pw-op-ok")).json["alert"]
+    assert alert["status"] == "awaiting_confirm"
+    # Waiting for the second person stops nothing yet.
+    assert client.get(f"/api/v1/alerts/{drill['id']}", auth=MAN).json["alert"]["status"] in ("preparing", "running")
+    confirmed = client.post(f"/api/v1/alerts/{alert['id']}/confirm", json={}, auth=MAN).json["alert"]
+    assert confirmed["status"] in ("preparing", "running")
+    stopped = client.get(f"/api/v1/alerts/{drill['id']}", auth=MAN).json["alert"]
+    assert stopped["status"] in ("stopped", "cancelled") and stopped["end_reason"] == "replaced"
