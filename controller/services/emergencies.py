@@ -565,6 +565,9 @@ class Emergencies:
                 return False
             was_running = alert.status == "running"
             if was_running:
+                # Silence first, then the record: should the commit fail, the alert reads "running" and a second
+                # stop sends the stop again (harmless); the other order could leave speakers playing an alert
+                # that every screen calls stopped.
                 wire.end(self.publish, self.key, json.loads(alert.scopes), alert.id)
             alert.status = "ended" if reason == "complete" else ("stopped" if was_running else "cancelled")
             alert.ended_ms, alert.ended_by, alert.end_reason = now_ms(), by, reason
@@ -752,11 +755,14 @@ def cluster_state(events_of_rx: list[dict], online: bool, alert: Alert) -> tuple
     """
     kinds = [e["type"] for e in events_of_rx]
     last = {e["type"]: e for e in events_of_rx}
-    if ev.PLAYBACK_FINISHED in last:
+    # The latest play decides: a cluster that restarted and joined again plays, whatever it said before.
+    plays = [e for e in events_of_rx if e["type"] in (ev.PLAYBACK_STARTED, ev.PLAYBACK_FINISHED, ev.PLAYBACK_FAILED)]
+    latest = plays[-1]["type"] if plays else None
+    if latest == ev.PLAYBACK_FINISHED:
         return "finished", last[ev.PLAYBACK_FINISHED].get("end_reason")
-    if ev.PLAYBACK_FAILED in last:
+    if latest == ev.PLAYBACK_FAILED:
         return "failed", last[ev.PLAYBACK_FAILED].get("code")
-    if ev.PLAYBACK_STARTED in last:
+    if latest == ev.PLAYBACK_STARTED:
         # Last heard playing: so it is shown until its end had time to be reported (then: no end reported).
         settling = alert.ended_ms is not None and now_ms() - alert.ended_ms < SETTLE_MS
         return ("playing", None) if alert.status == "running" or settling else ("finished", "no_end_reported")
@@ -786,6 +792,8 @@ def live_status(db: Session, alert: Alert) -> dict[str, Any]:
         if data.get("type") == ev.COMMAND_REFUSED and data.get("nonce") not in nonces:
             continue
         per_rx.setdefault(rx_id, []).append(data)
+    for evs in per_rx.values():
+        evs.sort(key=lambda e: int(e["ts"]) if isinstance(e.get("ts"), int) else 0)  # oldest first
     receivers = {r.id: r for r in db.scalars(select(Receiver).where(Receiver.id.in_(rx_ids)))} if rx_ids else {}
     area_names = {a.id: a.name for a in db.scalars(select(Area))}
     clusters = []

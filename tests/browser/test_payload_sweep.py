@@ -45,7 +45,8 @@ PAYLOAD = "".join(PAYLOADS[:3])  # one text with them all (session names allow 1
 INJECTED = """mark => [...document.querySelectorAll('[onerror], img[src="x"]')].map(e => e.outerHTML)
   .concat([...document.scripts].filter(s => s.type !== 'application/json' && s.textContent.includes(mark))
   .map(s => s.outerHTML.slice(0, 300)))"""
-SKIP_RULES = {"/static/<path:filename>", "/media/<name>", "/lang/<code>", "/login"}  # files; redirect; no data
+SKIP_RULES = {"/static/<path:filename>", "/media/<name>", "/lang/<code>", "/login",  # files; redirect; no data
+              "/alerts/<alert_id>/events"}  # an event stream, not a page: its JSON is what /alerts/<id> renders
 
 
 def _api(base: str, method: str, path: str, **kw) -> requests.Response:
@@ -118,8 +119,16 @@ def _write_everything(app, tmp_path) -> dict[str, str]:
         assert db.get(Receiver, rx).last_hb
     for fid in fault_ids:
         _api(base, "POST", f"/faults/{fid}/ack", json={"note": PAYLOAD})
+    # Emergency broadcasts: a prepared text, a saved stream and a running alert, all named by the payloads.
+    assert _api(base, "POST", "/alert-templates", json={"area": "qd/phu", "topic": "other", "name": PAYLOAD,
+                                                        "text": PAYLOADS[1]}).status_code == 201
+    assert _api(base, "POST", "/stream-sources", json={"area": "qd/phu", "name": PAYLOAD,
+                                                       "url": "https://vov.example/1"}).status_code == 201
+    alert = _api(base, "POST", "/alerts", json={"mode": "drill", "areas": ["qd/phu"], "title": PAYLOAD,
+                                                "content": {"kind": "stream", "url": "https://vov.example/1"}})
+    assert alert.status_code == 202, alert.text
     return {"rx_id": rx, "item_id": str(item_ids[0]) if item_ids else "1", "fault_id": str(fault_ids[0]),
-            "area_id": "qd/phu", "bulletin_id": str(bid)}
+            "area_id": "qd/phu", "bulletin_id": str(bid), "alert_id": alert.json()["alert"]["id"]}
 
 
 def _page_urls(app, ids: dict[str, str]) -> list[str]:

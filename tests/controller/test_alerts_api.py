@@ -310,3 +310,18 @@ def test_a_confirmed_alert_keeps_its_senders_choice_to_replace(fleet, client):
     assert confirmed["status"] in ("preparing", "running")
     stopped = client.get(f"/api/v1/alerts/{drill['id']}", auth=MAN).json["alert"]
     assert stopped["status"] in ("stopped", "cancelled") and stopped["end_reason"] == "replaced"
+
+
+def test_a_cluster_is_shown_by_its_latest_play_of_the_alert():
+    """A receiver that finished an alert, restarted and joined it again is playing, not finished."""
+    from controller.services.emergencies import cluster_state
+
+    running = Alert(id="al-x", status="running", started_ms=1, ended_ms=None)
+    started = {"type": "playback.started", "ts": 10}
+    finished = {"type": "playback.finished", "ts": 20, "end_reason": "stopped"}
+    again = {"type": "playback.started", "ts": 30, "joined": True}
+    assert cluster_state([started, finished], True, running) == ("finished", "stopped")
+    assert cluster_state([started, finished, again], True, running) == ("playing", None)
+    assert cluster_state([{"type": "command.ack", "ts": 5}], False, running) == ("acknowledged", None)
+    assert cluster_state([], False, running) == ("offline", "offline")
+    assert cluster_state([], True, running) == ("waiting", None)

@@ -187,7 +187,7 @@ def test_embedded_broker_fallbacks(tmp_path):
             broker.stop()
 
 
-PERIODIC = ("housekeeping", "mark-missed", "refresh-manifests", "watch-fleet")
+PERIODIC = ("alerts-tick", "housekeeping", "mark-missed", "refresh-manifests", "watch-fleet")
 
 
 def test_scheduler_jobs_live_in_the_database(live, tmp_path, mqtt_url):
