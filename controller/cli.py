@@ -52,7 +52,8 @@ def run(host: str | None, port: int | None, demo: bool) -> None:
     app = _app(**overrides)
     svc = app.extensions["loaxa.services"]
     simulator = None
-    server = create_server(app, host=app.config["HTTP_HOST"], port=int(app.config["HTTP_PORT"]), threads=8)
+    server = create_server(app, host=app.config["HTTP_HOST"], port=int(app.config["HTTP_PORT"]),
+                           threads=48)  # live views of alerts hold a thread each (server-sent events)
     svc.start()
     try:
         if demo:

@@ -12,6 +12,7 @@ the JSON API (:mod:`controller.api.alerts`) with the session and its CSRF header
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 from flask import Blueprint, Response, abort, current_app, render_template, stream_with_context
@@ -26,6 +27,11 @@ from controller.services import emergencies as em
 
 bp = Blueprint("alerts", __name__)
 
+
+MAX_STREAMS = 24
+"""Live views streamed at once; beyond that a view gets one snapshot and comes back in 5 s, so the web
+server's threads (48, controller/cli.py) are never all held by phones left open on a live view."""
+_streams = threading.BoundedSemaphore(MAX_STREAMS)
 
 STREAM_LIFETIME_S = 55.0
 """A live view's event stream closes after this long and the browser reconnects (a waitress thread is not
@@ -105,6 +111,16 @@ def alert_events(alert_id: str):
             return json.dumps(em.live_status(db, row), ensure_ascii=False), settled
 
     def stream():
+        if not _streams.acquire(blocking=False):
+            yield "retry: 5000\n\n"
+            yield f"event: status\ndata: {snapshot()[0]}\n\n"
+            return
+        try:
+            yield from follow()
+        finally:
+            _streams.release()
+
+    def follow():
         last = ""
         ends = time.monotonic() + STREAM_LIFETIME_S
         yield "retry: 1000\n\n"

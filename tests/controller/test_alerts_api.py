@@ -325,3 +325,22 @@ def test_a_cluster_is_shown_by_its_latest_play_of_the_alert():
     assert cluster_state([{"type": "command.ack", "ts": 5}], False, running) == ("acknowledged", None)
     assert cluster_state([], False, running) == ("offline", "offline")
     assert cluster_state([], True, running) == ("waiting", None)
+
+
+def test_live_views_beyond_the_cap_get_one_snapshot_and_come_back_later(fleet, client, monkeypatch):
+    """Phones left open on a live view must not take every web thread: past the cap, one snapshot, retry in 5 s."""
+    import threading
+
+    from controller.pages import alerts as alert_pages
+
+    with session_scope(fleet) as db:
+        db.add(Alert(id="al-open-1", mode="live", status="running", title="Lũ", area_id="qd/phu",
+                     targets='{"areas": ["qd/phu"], "receivers": []}', scopes='["area/qd/phu"]',
+                     target_rx='["phu-1"]', content_kind="text", text="x", volume=100, chime=True, repeat=1,
+                     gap_s=1.0, created_ms=1, started_ms=1, ends_ms=2**50))
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text).group(1)
+    client.post("/login", data={"username": "man-qd", "password": "pw-man-qd", "csrf_token": csrf})
+    monkeypatch.setattr(alert_pages, "_streams", threading.BoundedSemaphore(1))
+    assert alert_pages._streams.acquire(blocking=False)  # the one stream allowed is taken
+    body = client.get("/alerts/al-open-1/events").get_data(as_text=True)
+    assert body.startswith("retry: 5000") and body.count("event: status") == 1 and '"total": 1' in body
