@@ -8,6 +8,7 @@ scheduler. Tests and CLI commands that only touch the database skip ``start``.
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
@@ -48,6 +49,8 @@ class Services:
         # Jobs are stored in the database, so they name their controller by a picklable key.
         self.key_id = app.config["SIGNING_KEY_FILE"]
         self.mqtt_url: str | None = app.config.get("MQTT_URL")
+        self._rebuild: threading.Timer | None = None
+        self._rebuild_lock = threading.Lock()
 
     def publish(self, topic: str, payload: bytes, retain: bool) -> None:
         """Send one message at QoS 1 on the controller's broker link (dropped, logged, when there is none)."""
@@ -88,12 +91,21 @@ class Services:
         self.scheduler.start()
 
     def programme_changed(self) -> None:
-        """Debounced: rebuild and publish manifests shortly after the last change."""
+        """Debounced: rebuild and publish manifests shortly after the last change.
+
+        A timer in this process, not a one-off APScheduler job: replacing a stored date job from a web
+        request while the scheduler thread ran and removed it raised JobLookupError in that thread (seen
+        once in a full test run). Nothing is lost across a restart: the broker connect publishes everything.
+        """
         if self.scheduler is None:
             return
-        run_at = datetime.now(UTC) + timedelta(seconds=float(self.app.config["REBUILD_DEBOUNCE_S"]))
-        self.scheduler.add_job(refresh_manifests, "date", run_date=run_at, args=[self.key_id],
-                               id="rebuild-manifests", replace_existing=True)
+        with self._rebuild_lock:
+            if self._rebuild is not None:
+                self._rebuild.cancel()
+            self._rebuild = threading.Timer(float(self.app.config["REBUILD_DEBOUNCE_S"]), refresh_manifests,
+                                            args=[self.key_id])
+            self._rebuild.daemon = True
+            self._rebuild.start()
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         """From the MQTT thread: our own retained topics to the dispatcher's audit, the rest to telemetry."""
@@ -128,6 +140,10 @@ class Services:
 
     def stop(self) -> None:
         """Stop in reverse order; safe to call twice."""
+        with self._rebuild_lock:
+            if self._rebuild is not None:
+                self._rebuild.cancel()
+                self._rebuild = None
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
             self.scheduler = None

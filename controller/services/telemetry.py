@@ -61,7 +61,7 @@ class Telemetry:
         self._thread = threading.Thread(target=self._run, name="telemetry-ingest", daemon=True)
         self.ingested = 0
         self.on_ingested: Callable[[], None] | None = None
-        """Called after each message is written (the alert live views wait on it)."""
+        """Called after each batch of messages is written (the alert live views wait on it)."""
 
     def start(self) -> None:
         """Start the ingest thread."""
