@@ -94,7 +94,9 @@ def test_live_voice_from_the_browser_reaches_the_receiver(icecast_live, receiver
         page.locator("#send").tap()
         expect(page.locator("#live-panel")).to_be_visible(timeout=15_000)
         expect(page.locator("#live-playing")).to_have_text("1", timeout=30_000)
-        time.sleep(10)  # three clicks or more reach the speaker
+        # Until three clicks reached the speaker (the sink's PCM grows as the receiver plays).
+        wait_until(lambda: any(len(_click_times(p.read_bytes())) >= 3 for p in sink_dir.glob("al-*.pcm")),
+                   timeout=30, interval=0.5, what="three clicks in the receiver's sink")
         page.screenshot(path=str(_artifacts() / "live-voice-390.png"), full_page=True)
         page.locator("#live-stop").tap()
         page.wait_for_url(re.compile(r"/alerts/al-[0-9a-f]+$"), timeout=15_000)
